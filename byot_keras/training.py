@@ -1,0 +1,223 @@
+"""The training model: a multi-exit network plus the self-distillation objective.
+
+`SelfDistillationModel` only wires the objective (byot_keras.losses) to the network's
+exits. It hooks `compute_loss`/`compute_metrics` rather than writing a `train_step`:
+those two hooks are called by every backend's `fit`/`evaluate`, so the Keras training
+loop (callbacks, distribution, `steps_per_execution`) stays untouched.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from byot_keras import losses as losses_lib
+
+
+def _num_replicas() -> int:
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return 1
+
+
+def _cross_replica_sum(value):
+    """Sum of a scalar over the replicas of the current tf.distribute replica context."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+    return value
+
+
+def resolve_objective(objective) -> losses_lib.BYOTLoss:
+    """A BYOTLoss from None ("official"), a preset name, a config dict or an instance."""
+    if objective is None:
+        return losses_lib.BYOTLoss("official")
+    if isinstance(objective, str):
+        return losses_lib.BYOTLoss(objective)
+    if isinstance(objective, dict):
+        return losses_lib.BYOTLoss(**objective)
+    if isinstance(objective, losses_lib.BYOTLoss):
+        return objective
+    raise TypeError(
+        f"objective must be a preset name ({', '.join(losses_lib.PRESETS)}), a dict of "
+        f"BYOTLoss options or a byot_keras.losses.BYOTLoss; got {type(objective).__name__}."
+    )
+
+
+@keras.saving.register_keras_serializable(package="byot_keras")
+class SelfDistillationModel(keras.Model):
+    """Trains every exit of a multi-exit network at once with a self-distillation loss.
+
+    Args:
+        network: a functional model whose outputs are a dict with `exit_1..exit_N`
+            (logits, deepest last) and `feature_1..feature_N` (pooled features).
+        objective: the loss: a `BYOTLoss`, a preset name or None ("official").
+
+    `model(x)` and `predict` return `{"exit_k": logits}` for every exit; with
+    `training=True` the features are returned too, for the loss. `fit` logs the total
+    and per-term losses (`ce_loss`, `kd_loss`, `feature_loss`), `exit_k_accuracy` and
+    `ensemble_accuracy` (mean of the exits' logits). `evaluate` drops the KD and feature
+    terms.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model.compile(optimizer="sgd")
+        >>> logs = model.fit(np.zeros((4, 32, 32, 3)), np.arange(4), verbose=0)
+        >>> sorted(logs.history)[:3]
+        ['ce_loss', 'ensemble_accuracy', 'exit_1_accuracy']
+    """
+
+    def __init__(self, network: keras.Model, objective=None, **kwargs):
+        super().__init__(**kwargs)
+        output_names = sorted(network.output) if isinstance(network.output, dict) else []
+        exit_names = [n for n in output_names if n.startswith("exit_")]
+        num_exits = len(exit_names)
+        expected = {f"{kind}_{k}" for kind in ("exit", "feature")
+                    for k in range(1, num_exits + 1)}
+        if num_exits < 1 or set(output_names) != expected:
+            raise ValueError(
+                "SelfDistillationModel needs a network whose outputs are a dict with keys "
+                "exit_1..exit_N and feature_1..feature_N (build one with byot_keras.zoo); "
+                f"got outputs {output_names or type(network.output).__name__}."
+            )
+        self.network = network
+        self.objective = resolve_objective(objective)
+        self.exit_names = [f"exit_{k}" for k in range(1, num_exits + 1)]
+        self.num_classes = int(network.output[self.exit_names[-1]].shape[-1])
+
+        self._feature_exits = self.objective.feature_exits(num_exits)
+        self.objective.kd_exits(num_exits)  # validates the choice now, not mid-fit
+        deepest_dim = int(network.output[f"feature_{num_exits}"].shape[-1])
+        self.adapters = []
+        for k in self._feature_exits:
+            dim = int(network.output[f"feature_{k}"].shape[-1])
+            if self.objective.adaptation:
+                adapter = keras.layers.Dense(deepest_dim, name=f"adaptation_{k}")
+                adapter.build((None, dim))
+                self.adapters.append(adapter)
+            elif dim != deepest_dim:
+                raise ValueError(
+                    f"The feature term compares exit {k}'s feature ({dim} values) with the "
+                    f"deepest exit's ({deepest_dim}); use adaptation=True or heads of the "
+                    "deepest width."
+                )
+
+        self.term_trackers = [keras.metrics.Mean(name=f"{t}_loss") for t in losses_lib.TERMS]
+        self.exit_accuracy = [
+            keras.metrics.SparseCategoricalAccuracy(name=f"{name}_accuracy")
+            for name in self.exit_names
+        ]
+        self.ensemble_accuracy = keras.metrics.SparseCategoricalAccuracy(
+            name="ensemble_accuracy"
+        )
+        self.built = True
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.exit_names)
+
+    def call(self, inputs, training=None):
+        outputs = self.network(inputs, training=training)
+        if training:
+            return outputs
+        return {name: outputs[name] for name in self.exit_names}
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        if loss is not None or metrics is not None:
+            raise ValueError(
+                "SelfDistillationModel computes its loss and metrics itself (set the loss "
+                "with objective=..., e.g. zoo.resnet18_byot(objective='paper')); call "
+                "compile(optimizer=...) without loss= and metrics=."
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Overriding compile() makes Keras ask for this too; the stock behaviour is right.
+        super().compile_from_config(config)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if y is None:
+            raise ValueError("SelfDistillationModel needs labels: fit/evaluate on (x, y).")
+        if training and self.adapters:
+            y_pred = dict(y_pred)
+            for k, adapter in zip(self._feature_exits, self.adapters):
+                y_pred[f"feature_{k}"] = adapter(y_pred[f"feature_{k}"])
+        terms = self.objective.terms(y, y_pred, sample_weight, training=training,
+                                     cross_replica_sum=_cross_replica_sum)
+        for tracker, term in zip(self.term_trackers, losses_lib.TERMS):
+            tracker.update_state(terms[term])
+        total = terms["loss"]
+        if self.losses:
+            total = total + ops.sum(self.losses)
+        # Each replica returns its share; Keras sums the replicas' gradients.
+        replicas = _num_replicas()
+        return total / replicas if replicas > 1 else total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        labels = losses_lib.sparse_labels(y, self.num_classes)
+        logits = [y_pred[name] for name in self.exit_names]
+        for metric, exit_logits in zip(self.exit_accuracy, logits):
+            metric.update_state(labels, exit_logits, sample_weight=sample_weight)
+        self.ensemble_accuracy.update_state(labels, ops.mean(ops.stack(logits), axis=0),
+                                            sample_weight=sample_weight)
+        return self.get_metrics_result()
+
+    def exit_model(self, exit) -> keras.Model:
+        """A plain Keras model from the input to one exit's logits, holding only the
+        layers that exit needs (what gets deployed). `exit` is 1..N or "exit_k"."""
+        name = self._exit_name(exit)
+        return keras.Model(self.network.inputs, self.network.get_layer(name).output,
+                           name=f"{self.name}_{name}")
+
+    def _exit_name(self, exit) -> str:
+        if isinstance(exit, str) and exit in self.exit_names:
+            return exit
+        if isinstance(exit, int) and not isinstance(exit, bool) and 1 <= exit <= self.num_exits:
+            return f"exit_{exit}"
+        raise ValueError(
+            f"Exit {exit!r} does not exist: this model has exits 1..{self.num_exits} "
+            f"({', '.join(self.exit_names)})."
+        )
+
+    def exit_costs(self) -> list[dict]:
+        """Per exit: parameters of its deployable sub-network, multiply-accumulates and
+        FLOPs (2 x MACs) of one forward pass of a single image. See `byot_keras.costs`."""
+        from byot_keras.costs import count_macs
+
+        costs = []
+        for name in self.exit_names:
+            sub = self.exit_model(name)
+            macs = count_macs(sub)
+            costs.append({
+                "exit": name,
+                "params": int(sub.count_params()),
+                "trainable_params": int(sum(int(ops.size(w)) for w in sub.trainable_weights)),
+                "macs": macs,
+                "flops": 2 * macs,
+            })
+        return costs
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({
+            "network": keras.saving.serialize_keras_object(self.network),
+            "objective": keras.saving.serialize_keras_object(self.objective),
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        config = dict(config)
+        config["network"] = keras.saving.deserialize_keras_object(
+            config["network"], custom_objects=custom_objects
+        )
+        config["objective"] = keras.saving.deserialize_keras_object(
+            config["objective"], custom_objects=custom_objects
+        )
+        return cls(**config)

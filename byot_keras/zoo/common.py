@@ -1,0 +1,164 @@
+"""Pieces every family shares: layer factories, argument checks, and the one function
+that turns a backbone's sections into a multi-exit training model."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+# He normal with fan_out, as in the BYOT code and torchvision's ResNets.
+CONV_INIT = keras.initializers.VarianceScaling(
+    scale=2.0, mode="fan_out", distribution="untruncated_normal"
+)
+# PyTorch defaults (momentum 0.1 there == 0.9 here), which the published numbers used.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+STEMS = ("auto", "cifar", "imagenet")
+HEADS = ("sepconv", "bottleneck")
+
+
+def conv2d(x, filters: int, kernel: int, stride: int = 1, *, name: str, groups: int = 1,
+           use_bias: bool = False):
+    return layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", groups=groups, use_bias=use_bias,
+        kernel_initializer=CONV_INIT, name=name,
+    )(x)
+
+
+def batch_norm(x, *, name: str, sync: bool = False):
+    return layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=sync, name=name
+    )(x)
+
+
+def check_num_classes(num_classes) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"num_classes must be an integer >= 2 (a classifier needs two classes or more); "
+            f"got {num_classes!r}."
+        )
+
+
+def check_weights(weights) -> None:
+    if weights is not None:
+        raise ValueError(
+            f"weights={weights!r} is not available: byot_keras ships no pretrained weights "
+            "(and nothing is downloaded at run time). Use weights=None and train, or load a "
+            "saved model with keras.saving.load_model(path)."
+        )
+
+
+def resolve_input(input_shape, stem: str, model_name: str, downsampling_without_stem: int):
+    """Validates `input_shape` and `stem`; returns (input_shape, resolved_stem).
+
+    `stem="auto"` picks the CIFAR stem (3x3, stride 1, no max-pool) for inputs up to 64
+    pixels and the ImageNet stem (7x7 stride 2 + max-pool, 4x downsampling) above.
+    """
+    if stem not in STEMS:
+        raise ValueError(f"Unknown stem '{stem}'. Valid stems: {', '.join(STEMS)}.")
+    if input_shape is None:
+        input_shape = (32, 32, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or any(d is None for d in input_shape):
+        raise ValueError(
+            f"input_shape must be a fixed (height, width, channels) tuple, got {input_shape}; "
+            "the exit heads need static spatial sizes."
+        )
+    height, width, _ = input_shape
+    if stem == "auto":
+        stem = "cifar" if max(height, width) <= 64 else "imagenet"
+    factor = downsampling_without_stem * (4 if stem == "imagenet" else 1)
+    if min(height, width) < factor:
+        raise ValueError(
+            f"input_shape {input_shape} is too small for {model_name} with the {stem} stem: "
+            f"the network downsamples {factor}x, so height and width must be at least "
+            f"{factor} pixels."
+        )
+    return input_shape, stem
+
+
+def scaled(channels: int, width_multiplier: float) -> int:
+    """Channel count scaled by `width_multiplier` (at least 1); 1.0 gives the paper's."""
+    if width_multiplier <= 0:
+        raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}.")
+    return max(1, int(round(channels * width_multiplier)))
+
+
+def select_exit_sections(exits: Sequence[int] | None, num_sections: int, model_name: str
+                         ) -> list[int]:
+    """Sections (1-based) that get a shallow exit; the deepest section always has one."""
+    shallow = list(range(1, num_sections))
+    if exits is None:
+        return shallow
+    chosen = sorted(set(int(e) for e in exits))
+    invalid = [e for e in chosen if e not in shallow]
+    if invalid:
+        raise ValueError(
+            f"exits={list(exits)} is invalid for {model_name}: shallow exits can be placed "
+            f"after sections {shallow} (the deepest section {num_sections} always has the "
+            f"final classifier)."
+        )
+    return chosen
+
+
+def build_multi_exit_model(
+    inputs,
+    sections: Sequence,
+    section_channels: Sequence[int],
+    deepest_feature,
+    num_classes: int,
+    *,
+    name: str,
+    exits: Sequence[int] | None = None,
+    head: str = "sepconv",
+    attention: bool | None = None,
+    head_width: int | None = None,
+    sync_batchnorm: bool = False,
+    objective=None,
+):
+    """Attaches exit heads to a backbone and wraps it for self-distillation training.
+
+    Args:
+        inputs: the backbone's `keras.Input`.
+        sections: output tensor of every section, shallow to deep (the last is the
+            deepest feature map; it gets no head, the backbone classifier serves it).
+        section_channels: channel count of each section output.
+        deepest_feature: the pooled feature vector that feeds the backbone classifier
+            (the classifier itself, a Dense layer named `exit_<N>`, is added here).
+        head_width: feature width of the shallow heads (default: `section_channels[-1]`).
+    """
+    from byot_keras.training import SelfDistillationModel
+    from byot_keras.zoo import heads as heads_lib
+
+    if head not in HEADS:
+        raise ValueError(f"Unknown head '{head}'. Valid heads: {', '.join(HEADS)}.")
+    if attention is None:
+        attention = head == "sepconv"
+    num_sections = len(sections)
+    chosen = select_exit_sections(exits, num_sections, name)
+    head_width = head_width or section_channels[-1]
+    num_exits = len(chosen) + 1
+
+    outputs = {}
+    for exit_index, section in enumerate(chosen, start=1):
+        later = list(section_channels[section:])
+        later[-1] = head_width
+        feature = heads_lib.exit_head(
+            sections[section - 1], section_channels[section - 1], later,
+            kind=head, attention=attention, prefix=f"exit_{exit_index}_head",
+            sync_batchnorm=sync_batchnorm, feature_name=f"feature_{exit_index}",
+        )
+        outputs[f"exit_{exit_index}"] = layers.Dense(num_classes, name=f"exit_{exit_index}")(
+            feature
+        )
+        outputs[f"feature_{exit_index}"] = feature
+
+    deepest = f"exit_{num_exits}"
+    deepest_feature = layers.Identity(name=f"feature_{num_exits}")(deepest_feature)
+    outputs[deepest] = layers.Dense(num_classes, name=deepest)(deepest_feature)
+    outputs[f"feature_{num_exits}"] = deepest_feature
+    network = keras.Model(inputs, outputs, name=f"{name}_network")
+    return SelfDistillationModel(network, objective=objective, name=name)

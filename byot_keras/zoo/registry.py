@@ -1,0 +1,60 @@
+"""One registry for every model builder in the zoo (timm-style).
+
+Builders register themselves with :func:`register_model`; users reach them by name
+through :func:`create_model` or list them with :func:`list_models`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Callable
+
+import keras
+
+_MODELS: dict[str, Callable[..., keras.Model]] = {}
+
+
+def register_model(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+    """Decorator: registers `fn` under its own name and returns it unchanged."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"A model named '{name}' is already registered.")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered models that match a shell-style `pattern`.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> zoo.list_models("resnet1*")
+        ['resnet101_byot', 'resnet152_byot', 'resnet18_byot']
+    """
+    return sorted(name for name in _MODELS if fnmatch.fnmatchcase(name, pattern))
+
+
+def get_model_builder(name: str) -> Callable[..., keras.Model]:
+    """The builder registered as `name`; unknown names raise with close suggestions."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown model name '{name}'.{hint} "
+            f"Valid names: {', '.join(list_models())} (see zoo.list_models())."
+        ) from None
+
+
+def create_model(name: str, **kwargs) -> keras.Model:
+    """Builds the registered model `name` with the builder's keyword arguments.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> model = zoo.create_model("resnet18_byot", num_classes=10, width_multiplier=0.125)
+        >>> model.exit_names
+        ['exit_1', 'exit_2', 'exit_3', 'exit_4']
+    """
+    return get_model_builder(name)(**kwargs)

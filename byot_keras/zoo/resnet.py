@@ -1,0 +1,175 @@
+"""ResNet-18/34/50/101/152 with BYOT exits after each of the four stages.
+
+The backbone follows torchvision's ResNet (v1.5: stride on the 3x3 conv of bottlenecks,
+no conv biases) with either the CIFAR stem (3x3 conv, stride 1, no max-pool; as in the
+BYOT code) or the ImageNet stem (7x7 stride 2 + 3x3 max-pool). The deepest exit is the
+unchanged backbone: CIFAR ResNet-18 with 100 classes has 11,220,132 trainable
+parameters, ImageNet ResNet-50 with 1000 classes 25,557,032.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers
+
+from byot_keras.zoo.common import (
+    batch_norm,
+    build_multi_exit_model,
+    check_num_classes,
+    check_weights,
+    conv2d,
+    resolve_input,
+    scaled,
+)
+from byot_keras.zoo.registry import register_model
+
+
+def basic_block(x, in_channels: int, filters: int, stride: int, *, name: str,
+                sync_batchnorm: bool = False, **_):
+    """Two 3x3 convs; output has `filters` channels."""
+    shortcut = x
+    y = conv2d(x, filters, 3, stride, name=f"{name}_conv1")
+    y = batch_norm(y, name=f"{name}_bn1", sync=sync_batchnorm)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = conv2d(y, filters, 3, name=f"{name}_conv2")
+    y = batch_norm(y, name=f"{name}_bn2", sync=sync_batchnorm)
+    if stride != 1 or in_channels != filters:
+        shortcut = conv2d(x, filters, 1, stride, name=f"{name}_shortcut")
+        shortcut = batch_norm(shortcut, name=f"{name}_shortcut_bn", sync=sync_batchnorm)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+basic_block.expansion = 1
+
+
+def bottleneck_block(x, in_channels: int, filters: int, stride: int, *, name: str,
+                     groups: int = 1, width_per_group: int = 64,
+                     sync_batchnorm: bool = False):
+    """1x1 reduce -> 3x3 (grouped for ResNeXt, carries the stride) -> 1x1 to 4*filters."""
+    width = int(filters * width_per_group / 64) * groups
+    out_channels = filters * 4
+    shortcut = x
+    y = conv2d(x, width, 1, name=f"{name}_conv1")
+    y = batch_norm(y, name=f"{name}_bn1", sync=sync_batchnorm)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = conv2d(y, width, 3, stride, groups=groups, name=f"{name}_conv2")
+    y = batch_norm(y, name=f"{name}_bn2", sync=sync_batchnorm)
+    y = layers.ReLU(name=f"{name}_relu2")(y)
+    y = conv2d(y, out_channels, 1, name=f"{name}_conv3")
+    y = batch_norm(y, name=f"{name}_bn3", sync=sync_batchnorm)
+    if stride != 1 or in_channels != out_channels:
+        shortcut = conv2d(x, out_channels, 1, stride, name=f"{name}_shortcut")
+        shortcut = batch_norm(shortcut, name=f"{name}_shortcut_bn", sync=sync_batchnorm)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+bottleneck_block.expansion = 4
+
+
+def stem(x, channels: int, kind: str, sync_batchnorm: bool = False):
+    """CIFAR: 3x3 stride 1. ImageNet: 7x7 stride 2 + 3x3 stride-2 max-pool."""
+    if kind == "cifar":
+        x = conv2d(x, channels, 3, name="stem_conv")
+    else:
+        x = conv2d(x, channels, 7, 2, name="stem_conv")
+    x = batch_norm(x, name="stem_bn", sync=sync_batchnorm)
+    x = layers.ReLU(name="stem_relu")(x)
+    if kind == "imagenet":
+        x = layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+    return x
+
+
+def build_resnet(
+    block,
+    blocks_per_stage: Sequence[int],
+    *,
+    name: str,
+    num_classes: int = 100,
+    input_shape: tuple | None = None,
+    weights: str | None = None,
+    stem_type: str = "auto",
+    exits: Sequence[int] | None = None,
+    head: str = "sepconv",
+    attention: bool | None = None,
+    width_multiplier: float = 1.0,
+    groups: int = 1,
+    width_per_group: int = 64,
+    sync_batchnorm: bool = False,
+    objective=None,
+) -> keras.Model:
+    """Builds a 4-stage ResNet/ResNeXt with an exit after every chosen stage."""
+    check_num_classes(num_classes)
+    check_weights(weights)
+    input_shape, stem_type = resolve_input(input_shape, stem_type, name, 8)
+    base = scaled(64, width_multiplier)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = stem(inputs, base, stem_type, sync_batchnorm)
+    in_channels = base
+    sections, section_channels = [], []
+    for stage, num_blocks in enumerate(blocks_per_stage, start=1):
+        filters = base * 2 ** (stage - 1)
+        for index in range(1, num_blocks + 1):
+            stride = 2 if stage > 1 and index == 1 else 1
+            x = block(x, in_channels, filters, stride, name=f"stage{stage}_block{index}",
+                      groups=groups, width_per_group=width_per_group,
+                      sync_batchnorm=sync_batchnorm)
+            in_channels = filters * block.expansion
+        x = layers.Identity(name=f"section_{stage}")(x)
+        sections.append(x)
+        section_channels.append(in_channels)
+    feature = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return build_multi_exit_model(
+        inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
+        head=head, attention=attention, sync_batchnorm=sync_batchnorm, objective=objective,
+    )
+
+
+_DOC = """Builds {title} with BYOT exits after each stage (4 exits by default).
+
+    Args:
+        num_classes: number of classes (>= 2); every exit outputs logits.
+        input_shape: (height, width, channels); default (32, 32, 3).
+        weights: must be None (no pretrained weights are shipped).
+        name: model name.
+        stem_type: "auto" (CIFAR stem up to 64 px, ImageNet stem above), "cifar" or
+            "imagenet".
+        exits: stages (1-3) that get a shallow exit; default all.
+        head: "sepconv" (official BYOT heads) or "bottleneck" (the paper's reading).
+        attention: attention mask before each head; default True for "sepconv".
+        width_multiplier: scales every channel count (1.0 = the standard network).
+        sync_batchnorm: synchronise batch statistics across replicas under tf.distribute.
+        objective: the self-distillation loss: a preset name ("official", "paper"),
+            a `byot_keras.losses.BYOTLoss`, or None for "official".
+
+    Returns:
+        A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> model = zoo.{fn}(num_classes=10, width_multiplier=0.125)
+        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        ['exit_1', 'exit_2', 'exit_3', 'exit_4']
+"""
+
+
+def _register(fn_name: str, title: str, block, blocks: Sequence[int], **fixed):
+    def builder(*, num_classes: int = 100, input_shape: tuple | None = None,
+                weights: str | None = None, name: str = fn_name, **kwargs) -> keras.Model:
+        return build_resnet(block, blocks, name=name, num_classes=num_classes,
+                            input_shape=input_shape, weights=weights, **fixed, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = fn_name
+    builder.__doc__ = _DOC.format(title=title, fn=fn_name)
+    builder.__module__ = __name__
+    return register_model(builder)
+
+
+resnet18_byot = _register("resnet18_byot", "ResNet-18", basic_block, (2, 2, 2, 2))
+resnet34_byot = _register("resnet34_byot", "ResNet-34", basic_block, (3, 4, 6, 3))
+resnet50_byot = _register("resnet50_byot", "ResNet-50", bottleneck_block, (3, 4, 6, 3))
+resnet101_byot = _register("resnet101_byot", "ResNet-101", bottleneck_block, (3, 4, 23, 3))
+resnet152_byot = _register("resnet152_byot", "ResNet-152", bottleneck_block, (3, 8, 36, 3))
