@@ -15,7 +15,7 @@ Two layers of API:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 from keras import ops
@@ -315,7 +315,7 @@ class BYOTLoss:
         return {"preset": self.preset, **self.overrides}
 
     @classmethod
-    def from_config(cls, config: dict) -> "BYOTLoss":
+    def from_config(cls, config: dict) -> BYOTLoss:
         return cls(**config)
 
     def __repr__(self) -> str:

@@ -138,8 +138,10 @@ class SelfDistillationModel(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
-        # Overriding compile() makes Keras ask for this too; the stock behaviour is right.
-        super().compile_from_config(config)
+        # Keras skips compile() on load when compile is overridden; ours is safe to call.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y is None:
@@ -186,20 +188,28 @@ class SelfDistillationModel(keras.Model):
         )
 
     def exit_costs(self) -> list[dict]:
-        """Per exit: parameters of its deployable sub-network, multiply-accumulates and
-        FLOPs (2 x MACs) of one forward pass of a single image. See `byot_keras.costs`."""
+        """Per exit, for one image: `params` / `trainable_params` of its deployable
+        sub-network, its multiply-accumulates `macs` and `flops` (2 x MACs), and
+        `cascade_macs`: what an early-exit cascade has spent when it answers at this exit
+        (the trunk up to here plus the heads of this and every earlier exit).
+        See `byot_keras.costs` for what is counted."""
         from byot_keras.costs import count_macs
 
         costs = []
-        for name in self.exit_names:
+        for k, name in enumerate(self.exit_names, start=1):
             sub = self.exit_model(name)
             macs = count_macs(sub)
+            cascade = keras.Model(
+                self.network.inputs,
+                [self.network.get_layer(n).output for n in self.exit_names[:k]],
+            )
             costs.append({
                 "exit": name,
                 "params": int(sub.count_params()),
                 "trainable_params": int(sum(int(ops.size(w)) for w in sub.trainable_weights)),
                 "macs": macs,
                 "flops": 2 * macs,
+                "cascade_macs": count_macs(cascade),
             })
         return costs
 

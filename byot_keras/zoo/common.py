@@ -3,7 +3,7 @@ that turns a backbone's sections into a multi-exit training model."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers

@@ -11,7 +11,7 @@ Both end in global average pooling; the pooled vector is the exit's feature `f_i
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from keras import layers
 

@@ -9,7 +9,7 @@ parameters, ImageNet ResNet-50 with 1000 classes 25,557,032.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers

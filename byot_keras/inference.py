@@ -1,0 +1,122 @@
+"""Anytime (early-exit) inference: answer with the first exit that is confident enough.
+
+These helpers work on the logits of every exit (from `model.predict`), which is what
+you want to choose a threshold offline. On a device, the TFLite cascade stops computing
+at the answering exit instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EarlyExitResult:
+    """Per example: predicted class, the exit that answered (1-based) and its confidence
+    (max softmax probability)."""
+
+    predictions: np.ndarray
+    exits: np.ndarray
+    confidences: np.ndarray
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _as_exit_list(exit_logits) -> list[np.ndarray]:
+    if isinstance(exit_logits, Mapping):
+        names = sorted((k for k in exit_logits if k.startswith("exit_")),
+                       key=lambda k: int(k.split("_")[1]))
+        if not names:
+            raise ValueError(f"No 'exit_k' keys in the outputs: {sorted(exit_logits)}.")
+        exit_logits = [exit_logits[k] for k in names]
+    arrays = [np.asarray(x, dtype=np.float64) for x in exit_logits]
+    if not arrays or any(a.ndim != 2 or a.shape != arrays[0].shape for a in arrays):
+        raise ValueError("Expected one (batch, classes) logits array per exit, all the same "
+                         f"shape; got shapes {[a.shape for a in arrays]}.")
+    return arrays
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}.")
+
+
+def early_exit_from_logits(exit_logits: Mapping | Sequence, threshold: float
+                           ) -> EarlyExitResult:
+    """Picks, per example, the first exit whose max softmax reaches `threshold`;
+    examples no exit is sure of get the deepest exit's answer.
+
+    Example:
+        >>> logits = {"exit_1": np.array([[4.0, 0.0], [0.1, 0.0]]),
+        ...           "exit_2": np.array([[0.0, 1.0], [0.0, 3.0]])}
+        >>> early_exit_from_logits(logits, threshold=0.9).exits.tolist()
+        [1, 2]
+    """
+    _check_threshold(threshold)
+    probabilities = np.stack([_softmax(x) for x in _as_exit_list(exit_logits)])  # (E, B, C)
+    confidences = probabilities.max(axis=-1)  # (E, B)
+    confident = confidences >= threshold
+    confident[-1] = True  # the deepest exit always answers what is left
+    chosen = confident.argmax(axis=0)  # first True per example
+    batch = np.arange(probabilities.shape[1])
+    return EarlyExitResult(
+        predictions=probabilities[chosen, batch].argmax(axis=-1),
+        exits=chosen + 1,
+        confidences=confidences[chosen, batch],
+    )
+
+
+def early_exit_predict(model, x, threshold: float = 0.9, batch_size: int | None = None
+                       ) -> EarlyExitResult:
+    """`early_exit_from_logits` on `model.predict(x)`.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> result = early_exit_predict(model, np.zeros((2, 32, 32, 3)), threshold=0.5)
+        >>> result.exits.shape
+        (2,)
+    """
+    _check_threshold(threshold)
+    return early_exit_from_logits(model.predict(x, batch_size=batch_size, verbose=0),
+                                  threshold)
+
+
+def early_exit_curve(exit_logits: Mapping | Sequence, labels, thresholds: Sequence[float],
+                     answer_costs: Sequence[float] | None = None) -> list[dict]:
+    """Accuracy against depth for each threshold: the trade-off a user picks from.
+
+    Returns one dict per threshold with `accuracy`, `mean_exit`, the fraction of
+    examples answered by each exit and, given the cost of answering at each exit,
+    `mean_cost` per example. For a cascade that stops at the answer, the cost of
+    answering at exit k is `model.exit_costs()[k - 1]["cascade_macs"]` (the trunk up to
+    k plus the heads of exits 1..k).
+    """
+    logits = _as_exit_list(exit_logits)
+    labels = np.asarray(labels).reshape(-1)
+    if labels.shape[0] != logits[0].shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels for {logits[0].shape[0]} examples.")
+    if answer_costs is not None and len(answer_costs) != len(logits):
+        raise ValueError(f"answer_costs has {len(answer_costs)} entries for {len(logits)} "
+                         "exits.")
+    rows = []
+    for threshold in thresholds:
+        result = early_exit_from_logits(logits, threshold)
+        fractions = np.bincount(result.exits - 1, minlength=len(logits)) / labels.shape[0]
+        row = {
+            "threshold": float(threshold),
+            "accuracy": float(np.mean(result.predictions == labels)),
+            "mean_exit": float(result.exits.mean()),
+            "exit_fractions": [float(f) for f in fractions],
+        }
+        if answer_costs is not None:
+            row["mean_cost"] = float(np.dot(fractions, answer_costs))
+        rows.append(row)
+    return rows

@@ -1,0 +1,36 @@
+"""Saving that never leaves a half-written file where a good one used to be."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import keras
+
+
+def save_model_atomically(model: keras.Model, path: str) -> str:
+    """Saves `model` to the `.keras` file `path` through a temporary file in the same
+    folder, then renames it over `path` (atomic on POSIX): an interrupted or failed save
+    leaves any previous file intact.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> save_model_atomically(model, "/tmp/doc_example.keras")
+        '/tmp/doc_example.keras'
+    """
+    if not str(path).endswith(".keras"):
+        raise ValueError(f"Model files use the .keras format; got path '{path}'.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"Cannot save into '{folder}': it is a file, not a folder.")
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".saving-", suffix=".keras", dir=folder)
+    os.close(handle)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return str(path)

@@ -1,0 +1,17 @@
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The offline CIFAR-10 prepared for tfds (read-only), beside the project checkout.
+SHARED_TFDS = Path(os.environ.get("BYOT_TFDS_DIR", PROJECT_ROOT.parent / "shared" / "data" / "tfds"))
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir() -> str:
+    if not (SHARED_TFDS / "cifar10").is_dir():
+        pytest.skip(f"offline CIFAR-10 not found at {SHARED_TFDS} (set BYOT_TFDS_DIR)")
+    return str(SHARED_TFDS)
