@@ -7,7 +7,9 @@ import pytest  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The offline CIFAR-10 prepared for tfds (read-only), beside the project checkout.
-SHARED_TFDS = Path(os.environ.get("BYOT_TFDS_DIR", PROJECT_ROOT.parent / "shared" / "data" / "tfds"))
+SHARED_TFDS = Path(
+    os.environ.get("BYOT_TFDS_DIR", PROJECT_ROOT.parent / "shared" / "data" / "tfds")
+)
 
 
 @pytest.fixture(scope="session")

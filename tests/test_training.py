@@ -1,10 +1,10 @@
 """SelfDistillationModel through the public API: fit/evaluate/predict, metrics,
 serialization, exit sub-models and costs, and the errors users get."""
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from byot_keras import BYOTLoss, SelfDistillationModel, zoo
 from byot_keras.inference import early_exit_curve, early_exit_from_logits, early_exit_predict
 
@@ -23,8 +23,10 @@ def _ce(logits, labels):
 @pytest.fixture(scope="module")
 def data():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(48, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, NUM_CLASSES, size=48).astype("int32")
+    # 61 = 32 + 29: the last batch of 29 is one TF's oneDNN crashed on for narrow nets
+    # (see byot_keras.zoo.common.conv2d); this keeps that workaround tested.
+    x = rng.normal(size=(61, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, NUM_CLASSES, size=61).astype("int32")
     return x, y
 
 
@@ -34,7 +36,7 @@ def trained(data):
     keras.utils.set_random_seed(1)
     model = zoo.resnet18_byot(num_classes=NUM_CLASSES, width_multiplier=0.125)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-    history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)
     return model, history
 
 
@@ -56,8 +58,8 @@ def test_evaluate_is_weighted_ce_without_distillation(trained, data):
     predict's logits; KD and feature terms are off; accuracies match NumPy's."""
     model, _ = trained
     x, y = data
-    result = model.evaluate(x, y, batch_size=48, verbose=0, return_dict=True)
-    logits = model.predict(x, batch_size=48, verbose=0)
+    result = model.evaluate(x, y, batch_size=61, verbose=0, return_dict=True)
+    logits = model.predict(x, batch_size=61, verbose=0)
     assert sorted(logits) == model.exit_names  # predict returns every exit, no features
     expected = sum(0.7 * _ce(logits[f"exit_{k}"], y).mean() for k in range(1, 4))
     expected += _ce(logits["exit_4"], y).mean()
@@ -84,7 +86,7 @@ def test_labels_of_the_wrong_shape_are_rejected(trained, data):
     model, _ = trained
     x, y = data
     with pytest.raises(ValueError, match=r"\(batch, 5\)"):
-        model.evaluate(x, np.zeros((48, 3), "float32"), verbose=0)
+        model.evaluate(x, np.zeros((61, 3), "float32"), verbose=0)
 
 
 def test_keras_file_round_trip_keeps_every_exit_and_the_objective(trained, data, tmp_path):
@@ -104,7 +106,7 @@ def test_keras_file_round_trip_keeps_every_exit_and_the_objective(trained, data,
         np.testing.assert_array_equal(a.kernel.numpy(), b.kernel.numpy())
     # The optimizer comes back too, so training resumes where it stopped.
     assert loaded.optimizer.iterations.numpy() == model.optimizer.iterations.numpy()
-    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    loaded.fit(x, y, batch_size=32, epochs=1, verbose=0)
 
 
 def test_config_round_trip_with_a_non_default_objective():

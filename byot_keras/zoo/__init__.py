@@ -15,6 +15,18 @@ from byot_keras.zoo.resnet import (
     resnet101_byot,
     resnet152_byot,
 )
+from byot_keras.zoo.resnext import (
+    resnext29_8x64d_byot,
+    resnext29_16x64d_byot,
+    resnext50_32x4d_byot,
+)
+from byot_keras.zoo.vgg import vgg11_byot, vgg13_byot, vgg16_byot, vgg19_byot
+from byot_keras.zoo.wide_resnet import (
+    wide_resnet_byot,
+    wrn16_4_byot,
+    wrn28_10_byot,
+    wrn44_8_byot,
+)
 
 __all__ = [
     "create_model",
@@ -26,4 +38,15 @@ __all__ = [
     "resnet50_byot",
     "resnet101_byot",
     "resnet152_byot",
+    "resnext29_8x64d_byot",
+    "resnext29_16x64d_byot",
+    "resnext50_32x4d_byot",
+    "vgg11_byot",
+    "vgg13_byot",
+    "vgg16_byot",
+    "vgg19_byot",
+    "wide_resnet_byot",
+    "wrn16_4_byot",
+    "wrn28_10_byot",
+    "wrn44_8_byot",
 ]

@@ -22,6 +22,13 @@ HEADS = ("sepconv", "bottleneck")
 
 def conv2d(x, filters: int, kernel: int, stride: int = 1, *, name: str, groups: int = 1,
            use_bias: bool = False):
+    if kernel == 1 and stride > 1 and x.shape[-1] < 16:
+        # TensorFlow 2.21's oneDNN kernels crash the process (SIGSEGV / abort) when
+        # training a 1x1 stride-2 convolution on fewer than 16 input channels at some
+        # batch sizes (e.g. 29; 32 and 64 pass). Subsampling first computes the same
+        # function with the same weights; only narrow (width_multiplier < 1) nets get it.
+        x = layers.MaxPooling2D(1, strides=stride, name=f"{name}_subsample")(x)
+        stride = 1
     return layers.Conv2D(
         filters, kernel, strides=stride, padding="same", groups=groups, use_bias=use_bias,
         kernel_initializer=CONV_INIT, name=name,
