@@ -215,3 +215,17 @@ def test_exit_placement_and_head_options():
     assert not any("attention" in n for n in names)  # bottleneck heads default to none
     out = model.predict(np.zeros((2, 32, 32, 3), "float32"), verbose=0)
     assert {k: v.shape for k, v in out.items()} == {"exit_1": (2, 4), "exit_2": (2, 4)}
+
+
+def test_calling_the_model_is_inference_and_leaves_batch_norm_statistics_alone():
+    """`model(x)` (training=None) must not run any BatchNorm in training mode; a layer
+    whose call defaults to training=True (keras' Resizing) once made it do so."""
+    model = zoo.resnet18_byot(num_classes=3, width_multiplier=0.125, input_shape=(36, 36, 3))
+    x = np.random.default_rng(0).uniform(size=(4, 36, 36, 3)).astype("float32")
+    before = [w.numpy().copy() for w in model.non_trainable_weights]
+    called = model(x)
+    for w, b in zip(model.non_trainable_weights, before):
+        np.testing.assert_array_equal(w.numpy(), b, err_msg=w.path)
+    predicted = model.predict(x, verbose=0)
+    for name in model.exit_names:  # odd 9x9 maps (36 -> 18 -> 9) keep their attention
+        np.testing.assert_allclose(called[name].numpy(), predicted[name], atol=1e-5)

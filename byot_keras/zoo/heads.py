@@ -45,8 +45,12 @@ def attention_mask(x, channels: int, *, prefix: str, sync_batchnorm: bool = Fals
                     sync_batchnorm=sync_batchnorm)
     mask = batch_norm(mask, name=f"{prefix}_bn", sync=sync_batchnorm)
     mask = layers.ReLU(name=f"{prefix}_relu")(mask)
-    # Resizing to the exact size (not x2) keeps odd feature maps (e.g. 7x7) working.
-    mask = layers.Resizing(height, width, interpolation="bilinear", name=f"{prefix}_up")(mask)
+    # Not keras.layers.Resizing: its call() defaults to training=True, which leaks into
+    # the call context and puts later BatchNorms of `model(x)` into training mode.
+    mask = layers.UpSampling2D(2, interpolation="bilinear", name=f"{prefix}_up")(mask)
+    if mask.shape[1] != height or mask.shape[2] != width:  # odd sizes, e.g. 7 -> 4 -> 8
+        mask = layers.Cropping2D(((0, mask.shape[1] - height), (0, mask.shape[2] - width)),
+                                 name=f"{prefix}_crop")(mask)
     mask = layers.Activation("sigmoid", name=f"{prefix}_sigmoid")(mask)
     return layers.Multiply(name=f"{prefix}_apply")([x, mask])
 
