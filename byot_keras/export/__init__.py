@@ -1,0 +1,15 @@
+"""Deployment: per-exit TFLite files, the early-exit cascade and their manifest."""
+
+from byot_keras.export.cascade import cascade_models, exit_sections
+from byot_keras.export.litert import LiteRTModel
+from byot_keras.export.tflite import QUANTIZATIONS, convert, export_tflite, file_name
+
+__all__ = [
+    "QUANTIZATIONS",
+    "LiteRTModel",
+    "cascade_models",
+    "convert",
+    "exit_sections",
+    "export_tflite",
+    "file_name",
+]
