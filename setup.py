@@ -37,6 +37,7 @@ setup(
     entry_points={
         "console_scripts": [
             "byot-quickstart=byot_keras.quickstart:run",
+            "byot-export=byot_keras.export.cli:run",
         ],
     },
     classifiers=[

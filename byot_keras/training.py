@@ -173,11 +173,12 @@ class SelfDistillationModel(keras.Model):
     def exit_model(self, exit) -> keras.Model:
         """A plain Keras model from the input to one exit's logits, holding only the
         layers that exit needs (what gets deployed). `exit` is 1..N or "exit_k"."""
-        name = self._exit_name(exit)
+        name = self.exit_name(exit)
         return keras.Model(self.network.inputs, self.network.get_layer(name).output,
                            name=f"{self.name}_{name}")
 
-    def _exit_name(self, exit) -> str:
+    def exit_name(self, exit) -> str:
+        """The name ("exit_k") of exit `exit`, given as 1..N or "exit_k"; else ValueError."""
         if isinstance(exit, str) and exit in self.exit_names:
             return exit
         if isinstance(exit, int) and not isinstance(exit, bool) and 1 <= exit <= self.num_exits:

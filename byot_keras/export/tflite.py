@@ -138,6 +138,7 @@ def export_tflite(
     labels: Sequence[str] | None = None,
     normalization: dict | None = None,
     cascade: bool = True,
+    exits: Sequence[int] | None = None,
     max_calibration_examples: int = 200,
 ) -> dict:
     """Writes per-exit files, the cascade, `labels.txt` and `manifest.json`.
@@ -158,7 +159,8 @@ def export_tflite(
         labels: class names for `labels.txt` (default "0", "1", ...).
         normalization: what an app must do to raw pixels before the model, recorded in
             the manifest, e.g. `{"scale": 1/255, "mean": [...], "std": [...]}`.
-        cascade: also write the cascade segments.
+        cascade: also write the cascade segments (always all of them).
+        exits: which exits get their own `exit_<k>` file (1-based); default all.
 
     Returns:
         The manifest (also written to `manifest.json`). A failed export leaves any
@@ -174,6 +176,8 @@ def export_tflite(
     from byot_keras.export.cascade import _require_multi_exit
 
     _require_multi_exit(model)
+    selected = list(range(1, model.num_exits + 1)) if exits is None else [
+        int(model.exit_name(k).split("_")[1]) for k in exits]
     quantizations = _check_quantizations(quantizations)
     if "int8" in quantizations and representative_data is None:
         raise ValueError(
@@ -195,7 +199,7 @@ def export_tflite(
     try:
         manifest = _write_export(
             model, staging, quantizations, representative_data, int8_io, eval_data, labels,
-            normalization, cascade, max_calibration_examples, input_shape,
+            normalization, cascade, selected, max_calibration_examples, input_shape,
         )
         _publish(staging, output_dir)
     except BaseException:
@@ -205,7 +209,8 @@ def export_tflite(
 
 
 def _write_export(model, folder, quantizations, representative_data, int8_io, eval_data,
-                  labels, normalization, cascade, max_calibration_examples, input_shape):
+                  labels, normalization, cascade, selected, max_calibration_examples,
+                  input_shape):
     calibration = None
     if representative_data is not None:
         calibration = np.asarray(representative_data[:max_calibration_examples], np.float32)
@@ -224,6 +229,8 @@ def _write_export(model, folder, quantizations, representative_data, int8_io, ev
     keras_check = model.predict(check_images, verbose=0)
     keras_eval = None if eval_data is None else model.predict(eval_data[0], verbose=0)
     for k, entry in enumerate(exits, start=1):
+        if k not in selected:
+            continue
         sub = model.exit_model(k)
         for quantization in quantizations:
             flatbuffer = convert(sub, IMAGE, quantization, calibration, int8_io)

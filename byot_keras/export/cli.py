@@ -1,0 +1,114 @@
+"""`byot-export`: convert a trained multi-exit model to per-exit TFLite files and the
+early-exit cascade (see byot_keras.export.export_tflite).
+
+    byot-export --model_file runs/quickstart/model.keras --dataset digits \\
+        --quantizations float32,int8 --output_dir tflite/quickstart
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_file", None, "A .keras file saved from a byot_keras model.")
+flags.DEFINE_string("model", None, "Or: a registry name, with --weights_file.")
+flags.DEFINE_string("weights_file", None, "Weights (.weights.h5) for --model.")
+flags.DEFINE_integer("num_classes", 10, "Classes of --model.")
+flags.DEFINE_float("width_multiplier", 1.0, "Width of --model.")
+flags.DEFINE_string("output_dir", None, "Export folder (default tflite/<model name>).")
+flags.DEFINE_list("quantizations", ["float32"],
+                  "Any of float32, float16, dynamic_int8, int8 (full integer).")
+flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs for the int8 files.")
+flags.DEFINE_enum("dataset", "none", ["none", "digits", "cifar10", "cifar100"],
+                  "Data for int8 calibration (train split) and accuracy (test split).")
+flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir for cifar10/100.")
+flags.DEFINE_integer("calibration_examples", 200, "Training images for int8 calibration.")
+flags.DEFINE_integer("eval_examples", 1000, "Test images for the manifest's accuracy.")
+flags.DEFINE_list("exits", [], "Exits that get their own file (default all).")
+flags.DEFINE_bool("cascade", True, "Also write the cascade segments.")
+
+
+def load_trained_model(model_file: str | None, model_name: str | None = None,
+                       weights_file: str | None = None, **builder_kwargs):
+    """A multi-exit model from a .keras file, or a registry name plus a weights file."""
+    import keras
+
+    from byot_keras import zoo
+
+    if bool(model_file) == bool(model_name):
+        raise ValueError("Give exactly one of --model_file (a .keras file) or --model "
+                         "(a registry name, with --weights_file).")
+    if model_file:
+        if not os.path.isfile(model_file):
+            raise ValueError(f"Model file '{model_file}' does not exist.")
+        try:
+            return keras.saving.load_model(model_file)
+        except Exception as error:
+            raise ValueError(f"'{model_file}' is not a loadable Keras model file (a .keras "
+                             f"archive saved with model.save): {error}") from error
+    model = zoo.create_model(model_name, **builder_kwargs)
+    if weights_file:
+        model.load_weights(weights_file)
+    return model
+
+
+def load_export_data(dataset: str, data_dir: str | None, calibration: int, evaluation: int):
+    """(representative images, (eval images, eval labels), normalization, labels)."""
+    from byot_keras import data
+
+    if dataset == "none":
+        return None, None, None, None
+    if dataset == "digits":
+        (x_train, _), (x_test, y_test) = data.load_digits()
+        return (x_train[:calibration], (x_test[:evaluation], y_test[:evaluation]),
+                data.DIGITS_NORMALIZATION, data.DIGITS_CLASSES)
+    x_train, _ = data.load_cifar(dataset, f"train[:{calibration}]", data_dir)
+    eval_data = data.load_cifar(dataset, f"test[:{evaluation}]", data_dir)
+    return x_train, eval_data, data.CIFAR_NORMALIZATION, None
+
+
+def main(argv):
+    del argv
+    from absl import logging
+
+    from byot_keras.export import export_tflite
+
+    logging.set_verbosity(logging.WARNING)  # SavedModel/converter INFO lines per file
+
+    model = load_trained_model(FLAGS.model_file, FLAGS.model, FLAGS.weights_file,
+                               **({"num_classes": FLAGS.num_classes,
+                                   "width_multiplier": FLAGS.width_multiplier}
+                                  if FLAGS.model else {}))
+    if "int8" in FLAGS.quantizations and FLAGS.dataset == "none":
+        raise app.UsageError("--quantizations int8 needs calibration data: pass "
+                             "--dataset digits|cifar10|cifar100.")
+    representative, eval_data, normalization, labels = load_export_data(
+        FLAGS.dataset, FLAGS.data_dir, FLAGS.calibration_examples, FLAGS.eval_examples)
+    output_dir = FLAGS.output_dir or os.path.join("tflite", model.name)
+    manifest = export_tflite(
+        model, output_dir, quantizations=FLAGS.quantizations, int8_io=FLAGS.int8_io,
+        representative_data=representative, eval_data=eval_data, labels=labels,
+        normalization=normalization, cascade=FLAGS.cascade,
+        exits=[int(k) for k in FLAGS.exits] or None,
+    )
+    print(f"wrote {output_dir}:")
+    for entry in manifest["exits"]:
+        for info in entry["files"].values():
+            accuracy = info.get("accuracy")
+            print(f"  {info['file']:<28}{info['bytes']:>10,} bytes"
+                  + (f"  top-1 {accuracy:.4f}" if accuracy is not None else ""))
+    print(json.dumps({"manifest": os.path.join(output_dir, "manifest.json")}))
+
+
+def run():
+    """Console-script entry point (`byot-export`)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
