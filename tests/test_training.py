@@ -229,3 +229,20 @@ def test_calling_the_model_is_inference_and_leaves_batch_norm_statistics_alone()
     predicted = model.predict(x, verbose=0)
     for name in model.exit_names:  # odd 9x9 maps (36 -> 18 -> 9) keep their attention
         np.testing.assert_allclose(called[name].numpy(), predicted[name], atol=1e-5)
+
+
+def test_kernels_are_initialised_independently_and_reproducibly():
+    """Same-shaped kernels must differ (a shared unseeded Keras initializer repeats its
+    values), and keras.utils.set_random_seed must make the whole model reproducible."""
+
+    def kernels(seed):
+        keras.utils.set_random_seed(seed)
+        model = zoo.resnet18_byot(num_classes=3, width_multiplier=0.125)
+        return {w.path: w.numpy() for w in model.trainable_weights if "kernel" in w.path}
+
+    first, again, other = kernels(3), kernels(3), kernels(4)
+    a = first["stage1_block1_conv2/kernel"]
+    b = first["stage1_block2_conv1/kernel"]
+    assert a.shape == b.shape and not np.allclose(a, b)
+    assert all(np.array_equal(first[p], again[p]) for p in first)
+    assert not np.allclose(first[next(iter(first))], other[next(iter(other))])

@@ -8,10 +8,18 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-# He normal with fan_out, as in the BYOT code and torchvision's ResNets.
-CONV_INIT = keras.initializers.VarianceScaling(
-    scale=2.0, mode="fan_out", distribution="untruncated_normal"
-)
+def conv_initializer() -> keras.initializers.Initializer:
+    """He normal with fan_out, as in the BYOT code and torchvision's ResNets.
+
+    A new instance per layer: an unseeded Keras initializer fixes its seed when it is
+    created, so one shared instance would give every kernel of the same shape the same
+    values (and ignore keras.utils.set_random_seed, which seeds what new ones draw).
+    """
+    return keras.initializers.VarianceScaling(
+        scale=2.0, mode="fan_out", distribution="untruncated_normal"
+    )
+
+
 # PyTorch defaults (momentum 0.1 there == 0.9 here), which the published numbers used.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -31,7 +39,7 @@ def conv2d(x, filters: int, kernel: int, stride: int = 1, *, name: str, groups: 
         stride = 1
     return layers.Conv2D(
         filters, kernel, strides=stride, padding="same", groups=groups, use_bias=use_bias,
-        kernel_initializer=CONV_INIT, name=name,
+        kernel_initializer=conv_initializer(), name=name,
     )(x)
 
 

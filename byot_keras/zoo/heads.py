@@ -15,13 +15,13 @@ from collections.abc import Sequence
 
 from keras import layers
 
-from byot_keras.zoo.common import CONV_INIT, batch_norm, conv2d
+from byot_keras.zoo.common import batch_norm, conv2d, conv_initializer
 
 
 def _depthwise(x, stride: int, name: str):
     return layers.DepthwiseConv2D(
         3, strides=stride, padding="same", use_bias=False,
-        depthwise_initializer=CONV_INIT, name=name,
+        depthwise_initializer=conv_initializer(), name=name,
     )(x)
 
 
