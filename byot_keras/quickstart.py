@@ -14,16 +14,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "resnet18_byot", "Registry name (see zoo.list_models()).")
-flags.DEFINE_float("width_multiplier", 0.25, "Channel scale of the backbone (1.0 = standard).")
-flags.DEFINE_string("objective", "official", "BYOT loss preset: official | paper.")
-flags.DEFINE_integer("epochs", 5, "Training epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 0.05, "Peak SGD learning rate (cosine decay to 0).")
-flags.DEFINE_integer("seed", 0, "Random seed for weights, shuffling and the split.")
-flags.DEFINE_string("output_dir", "runs/quickstart", "Where model.keras and results.json go.")
-flags.DEFINE_list("thresholds", ["0.5", "0.8", "0.9", "0.95", "0.99"],
-                  "Confidence thresholds for the early-exit table.")
 
 
 def train_and_report(model_name: str, width_multiplier: float, objective: str, epochs: int,
@@ -102,8 +92,24 @@ def main(argv):
     print(format_report(results))
 
 
+def _define_flags():
+    # Defined when the command runs, not at import: absl flags are global, and two
+    # commands imported into one process (e.g. by tests) would clash.
+    flags.DEFINE_string("model", "resnet18_byot", "Registry name (see zoo.list_models()).")
+    flags.DEFINE_float("width_multiplier", 0.25, "Channel scale of the backbone (1.0 = standard).")
+    flags.DEFINE_string("objective", "official", "BYOT loss preset: official | paper.")
+    flags.DEFINE_integer("epochs", 5, "Training epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 0.05, "Peak SGD learning rate (cosine decay to 0).")
+    flags.DEFINE_integer("seed", 0, "Random seed for weights, shuffling and the split.")
+    flags.DEFINE_string("output_dir", "runs/quickstart", "Where model.keras and results.json go.")
+    flags.DEFINE_list("thresholds", ["0.5", "0.8", "0.9", "0.95", "0.99"],
+                      "Confidence thresholds for the early-exit table.")
+
+
 def run():
     """Console-script entry point (`byot-quickstart`)."""
+    _define_flags()
     app.run(main)
 
 

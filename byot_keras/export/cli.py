@@ -15,22 +15,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_file", None, "A .keras file saved from a byot_keras model.")
-flags.DEFINE_string("model", None, "Or: a registry name, with --weights_file.")
-flags.DEFINE_string("weights_file", None, "Weights (.weights.h5) for --model.")
-flags.DEFINE_integer("num_classes", 10, "Classes of --model.")
-flags.DEFINE_float("width_multiplier", 1.0, "Width of --model.")
-flags.DEFINE_string("output_dir", None, "Export folder (default tflite/<model name>).")
-flags.DEFINE_list("quantizations", ["float32"],
-                  "Any of float32, float16, dynamic_int8, int8 (full integer).")
-flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs for the int8 files.")
-flags.DEFINE_enum("dataset", "none", ["none", "digits", "cifar10", "cifar100"],
-                  "Data for int8 calibration (train split) and accuracy (test split).")
-flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir for cifar10/100.")
-flags.DEFINE_integer("calibration_examples", 200, "Training images for int8 calibration.")
-flags.DEFINE_integer("eval_examples", 1000, "Test images for the manifest's accuracy.")
-flags.DEFINE_list("exits", [], "Exits that get their own file (default all).")
-flags.DEFINE_bool("cascade", True, "Also write the cascade segments.")
 
 
 def load_trained_model(model_file: str | None, model_name: str | None = None,
@@ -105,8 +89,30 @@ def main(argv):
     print(json.dumps({"manifest": os.path.join(output_dir, "manifest.json")}))
 
 
+def _define_flags():
+    # Defined when the command runs, not at import: absl flags are global, and two
+    # commands imported into one process (e.g. by tests) would clash.
+    flags.DEFINE_string("model_file", None, "A .keras file saved from a byot_keras model.")
+    flags.DEFINE_string("model", None, "Or: a registry name, with --weights_file.")
+    flags.DEFINE_string("weights_file", None, "Weights (.weights.h5) for --model.")
+    flags.DEFINE_integer("num_classes", 10, "Classes of --model.")
+    flags.DEFINE_float("width_multiplier", 1.0, "Width of --model.")
+    flags.DEFINE_string("output_dir", None, "Export folder (default tflite/<model name>).")
+    flags.DEFINE_list("quantizations", ["float32"],
+                      "Any of float32, float16, dynamic_int8, int8 (full integer).")
+    flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs for the int8 files.")
+    flags.DEFINE_enum("dataset", "none", ["none", "digits", "cifar10", "cifar100"],
+                      "Data for int8 calibration (train split) and accuracy (test split).")
+    flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir for cifar10/100.")
+    flags.DEFINE_integer("calibration_examples", 200, "Training images for int8 calibration.")
+    flags.DEFINE_integer("eval_examples", 1000, "Test images for the manifest's accuracy.")
+    flags.DEFINE_list("exits", [], "Exits that get their own file (default all).")
+    flags.DEFINE_bool("cascade", True, "Also write the cascade segments.")
+
+
 def run():
     """Console-script entry point (`byot-export`)."""
+    _define_flags()
     app.run(main)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+
 def conv_initializer() -> keras.initializers.Initializer:
     """He normal with fan_out, as in the BYOT code and torchvision's ResNets.
 
