@@ -23,7 +23,8 @@ class EarlyExitResult:
     confidences: np.ndarray
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of a NumPy logits array (stable for large logits)."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
@@ -43,7 +44,8 @@ def _as_exit_list(exit_logits) -> list[np.ndarray]:
     return arrays
 
 
-def _check_threshold(threshold: float) -> None:
+def check_threshold(threshold: float) -> None:
+    """Raises a ValueError unless `threshold` is a probability in [0, 1]."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}.")
 
@@ -59,8 +61,8 @@ def early_exit_from_logits(exit_logits: Mapping | Sequence, threshold: float
         >>> early_exit_from_logits(logits, threshold=0.9).exits.tolist()
         [1, 2]
     """
-    _check_threshold(threshold)
-    probabilities = np.stack([_softmax(x) for x in _as_exit_list(exit_logits)])  # (E, B, C)
+    check_threshold(threshold)
+    probabilities = np.stack([softmax(x) for x in _as_exit_list(exit_logits)])  # (E, B, C)
     confidences = probabilities.max(axis=-1)  # (E, B)
     confident = confidences >= threshold
     confident[-1] = True  # the deepest exit always answers what is left
@@ -84,7 +86,7 @@ def early_exit_predict(model, x, threshold: float = 0.9, batch_size: int | None 
         >>> result.exits.shape
         (2,)
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     return early_exit_from_logits(model.predict(x, batch_size=batch_size, verbose=0),
                                   threshold)
 

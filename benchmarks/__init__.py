@@ -1,0 +1,1 @@
+"""Benchmarks (measurements, not tests): run as `python -m benchmarks.<name>`."""

@@ -1,0 +1,228 @@
+"""The deployment kit README's tables, generated from a real export so they cannot drift
+from what `export_tflite` writes (`tflite/make_readme_tables.py` calls this; the tests
+read the README back and check it against freshly exported files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from byot_keras.export.litert import LiteRTModel
+from byot_keras.export.runtime import read_manifest
+
+# Every manifest field, in README order: (path, meaning, when it is present; None = always).
+# `exits[k]` is one entry per exit, `<q>` a quantization ("float32", "int8", ...).
+MANIFEST_FIELDS = [
+    ("format_version", "Manifest layout version (readers should check it).", None),
+    ("model", "Name of the Keras model that was exported.", None),
+    ("num_classes", "Number of classes (length of every `logits` vector).", None),
+    ("num_exits", "Number of exits N (= number of cascade segments).", None),
+    ("signature", "Signature key of every file (run it by name).", None),
+    ("input.name", "Input tensor name of `exit_<k>` and `segment_1`.", None),
+    ("input.shape", "Image input shape, NHWC; `null` = dynamic batch (files are allocated "
+                    "for batch 1).", None),
+    ("input.dtype", "Input dtype the app feeds: `float32`, or `int8` when `int8_io`.", None),
+    ("input.layout", "Memory layout of the image tensor.", None),
+    ("input.normalization.scale", "Multiply raw pixel values (0..255 for 8-bit RGB) by "
+                                  "this first.", None),
+    ("input.normalization.mean", "Then subtract this (one number, or one per RGB "
+                                 "channel).", None),
+    ("input.normalization.std", "Then divide by this (one number, or one per RGB "
+                                "channel).", None),
+    ("labels_file", "Text file with one class name per line, in class-index order.", None),
+    ("quantizations", "Which file variants were written (`_<q>` file-name suffix; none for "
+                      "float32).", None),
+    ("int8_io", "True if the `int8` files take and return int8 tensors (quantise with the "
+                "tensor's scale / zero point); false: float32 in and out.", None),
+    ("cascade.description", "How the segments chain; `cascade` is null when exported "
+                            "without the cascade.", None),
+    ("exits[k].exit", "Exit name, `exit_1` (shallowest) ... `exit_N` (deepest).", None),
+    ("exits[k].params", "Parameters of the stand-alone exit model `exit_<k>`.", None),
+    ("exits[k].trainable_params", "Trainable parameters of `exit_<k>`.", None),
+    ("exits[k].macs", "Multiply-accumulates of `exit_<k>` for one image.", None),
+    ("exits[k].flops", "2 x `macs`.", None),
+    ("exits[k].cascade_macs", "MACs the cascade has spent when it answers at exit k "
+                              "(trunk up to k plus the heads of exits 1..k).", None),
+    ("exits[k].files.<q>.file", "Stand-alone file for exit k (image in, logits out), "
+                                "relative to the export folder; `files` is empty for "
+                                "exits left out with `export_tflite(exits=...)`.", None),
+    ("exits[k].files.<q>.bytes", "Its size in bytes.", None),
+    ("exits[k].files.<q>.max_abs_diff", "Largest absolute difference between the file's "
+                                        "and the Keras logits on check images.",
+     "for float32 files"),
+    ("exits[k].files.<q>.logit_scale", "Largest absolute Keras logit on those images (the "
+                                       "scale of `max_abs_diff`).", "for float32 files"),
+    ("exits[k].files.<q>.accuracy", "Top-1 accuracy of the file on the export's eval "
+                                    "data.", "with `eval_data`"),
+    ("exits[k].files.<q>.agreement_with_keras", "Fraction of eval images where the file "
+                                                "and the Keras model agree.",
+     "with `eval_data`"),
+    ("exits[k].keras_accuracy", "Top-1 accuracy of the Keras exit on the eval data.",
+     "with `eval_data`"),
+    ("exits[k].segment.<q>.file", "Cascade segment k, relative to the export folder.",
+     None),
+    ("exits[k].segment.<q>.bytes", "Its size in bytes.", None),
+    ("exits[k].segment.<q>.inputs", "Its input tensors: name -> shape without the batch "
+                                    "dimension.", None),
+    ("exits[k].segment.<q>.outputs", "Its output tensors: name -> shape without the batch "
+                                     "dimension.", None),
+    ("eval_examples", "Number of eval images behind the accuracies.",
+     "with `eval_data`"),
+    ("latency", "Measured latencies (ms) per file, quantization and thread count, and the "
+                "targets.", "by `python -m benchmarks.tflite_latency`"),
+]
+_OPAQUE = {"inputs", "outputs", "latency"}  # shown whole, not field by field
+
+
+def manifest_paths(manifest: dict) -> dict[str, object]:
+    """The manifest's field paths in `MANIFEST_FIELDS` notation, with an example value
+    (exit 1, the first quantization)."""
+    paths: dict[str, object] = {}
+
+    def walk(value, path):
+        leaf = path.rsplit(".", 1)[-1]
+        if path == "exits":
+            for entry in value:
+                walk(entry, "exits[k]")
+        elif path == "cascade" and value is None:
+            return  # exported without the cascade
+        elif isinstance(value, dict) and leaf not in _OPAQUE:
+            for key, item in value.items():
+                key = "<q>" if leaf in ("files", "segment") else key
+                walk(item, f"{path}.{key}" if path else key)
+        else:
+            paths.setdefault(path, value)
+
+    walk(manifest, "")
+    return paths
+
+
+def _example(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def manifest_table(manifest: dict) -> str:
+    """Markdown table of every manifest field with its meaning and an example value;
+    raises if the manifest has a field the table does not document."""
+    present = manifest_paths(manifest)
+    documented = {path for path, _, _ in MANIFEST_FIELDS}
+    undocumented = sorted(set(present) - documented)
+    if undocumented:
+        raise ValueError(f"manifest.json fields without a README description: {undocumented}; "
+                         "add them to MANIFEST_FIELDS.")
+    lines = ["| field | meaning | example (reference export) |", "|---|---|---|"]
+    for path, meaning, condition in MANIFEST_FIELDS:
+        if path in present:
+            example = f"`{_example(present[path])}`"
+        else:
+            example = f"written only {condition}" if condition else "-"
+        lines.append(f"| `{path}` | {meaning} | {example} |")
+    return "\n".join(lines) + "\n"
+
+
+def _tensors(path: str) -> list[tuple[str, str, list[int], str]]:
+    runner = LiteRTModel(path)
+    rows = []
+    for direction, names, details in (("input", runner.input_names, runner.input_details),
+                                      ("output", runner.output_names, runner.output_details)):
+        for name in sorted(names):
+            detail = details[name]
+            rows.append((direction, name, [int(d) for d in detail["shape"]],
+                         detail["dtype"].__name__))
+    return rows
+
+
+def export_files(manifest: dict, quantization: str) -> list[str]:
+    """The export's .tflite files of one quantization: exits first, then segments."""
+    files = [entry["files"][quantization]["file"] for entry in manifest["exits"]
+             if quantization in entry["files"]]
+    if manifest.get("cascade"):
+        files += [entry["segment"][quantization]["file"] for entry in manifest["exits"]]
+    return files
+
+
+def tensor_table(export_dir: str, description: str) -> str:
+    """Markdown table of every float32 file's signature inputs and outputs (name, shape at
+    batch 1, dtype), read from the files themselves; plus a note on the other
+    quantizations, checked to have the same names and shapes."""
+    manifest = read_manifest(export_dir)
+    reference = manifest["quantizations"][0]
+    lines = [
+        f"Read from the files of a real export: {description}; signature "
+        f"`{manifest['signature']}`, quantization `{reference}`.",
+        "",
+        "| file | direction | tensor name | shape (batch 1) | dtype |",
+        "|---|---|---|---|---|",
+    ]
+    reference_tensors = {}
+    for file in export_files(manifest, reference):
+        tensors = _tensors(os.path.join(export_dir, file))
+        reference_tensors[file] = [(d, n, s) for d, n, s, _ in tensors]
+        for direction, name, shape, dtype in tensors:
+            lines.append(f"| `{file}` | {direction} | `{name}` | `{shape}` | {dtype} |")
+    others = [q for q in manifest["quantizations"] if q != reference]
+    for quantization in others:
+        for ref_file, other_file in zip(export_files(manifest, reference),
+                                        export_files(manifest, quantization)):
+            tensors = [(d, n, s) for d, n, s, _ in
+                       _tensors(os.path.join(export_dir, other_file))]
+            if tensors != reference_tensors[ref_file]:
+                raise ValueError(f"{other_file} has tensors {tensors}, unlike {ref_file}: "
+                                 f"{reference_tensors[ref_file]}.")
+    if others:
+        io = "int8 for the int8 files" if manifest.get("int8_io") else "float32"
+        lines += ["", f"The {', '.join(f'`_{q}`' for q in others)} files of the same export "
+                      f"were checked to have the same tensor names and shapes (dtype: {io})."]
+    return "\n".join(lines) + "\n"
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return (f"<!-- BEGIN GENERATED {name} (tflite/make_readme_tables.py) -->",
+            f"<!-- END GENERATED {name} -->")
+
+
+def generated_block(readme_text: str, name: str) -> str:
+    """The text between a generated block's markers."""
+    begin, end = _markers(name)
+    match = re.search(re.escape(begin) + r"\n(.*?)" + re.escape(end), readme_text, re.S)
+    if not match:
+        raise ValueError(f"The README has no generated block '{name}' ({begin} ... {end}).")
+    return match.group(1)
+
+
+def replace_block(readme_text: str, name: str, content: str) -> str:
+    generated_block(readme_text, name)  # raises when the markers are missing
+    begin, end = _markers(name)
+    pattern = re.escape(begin) + r"\n.*?" + re.escape(end)
+    return re.sub(pattern, lambda _: f"{begin}\n{content}{end}", readme_text, flags=re.S)
+
+
+def update_readme(readme_path: str, export_dir: str, description: str) -> None:
+    """Rewrites the README's `tensors` and `manifest` blocks from `export_dir`."""
+    with open(readme_path) as f:
+        text = f.read()
+    text = replace_block(text, "tensors", tensor_table(export_dir, description))
+    text = replace_block(text, "manifest", manifest_table(read_manifest(export_dir)))
+    temporary = readme_path + ".tmp"
+    with open(temporary, "w") as f:
+        f.write(text)
+    os.replace(temporary, readme_path)
+
+
+# The export the README's tables describe (and the tests rebuild to check them).
+REFERENCE_MODEL = "resnet18_byot"
+REFERENCE_OPTIONS = {"num_classes": 10, "width_multiplier": 0.125}
+
+
+def reference_model():
+    """A fresh (untrained) model of the README's reference configuration."""
+    from byot_keras import zoo
+
+    return zoo.create_model(REFERENCE_MODEL, **REFERENCE_OPTIONS)
+
+
+def reference_description() -> str:
+    options = ", ".join(f"{k}={v}" for k, v in REFERENCE_OPTIONS.items())
+    return f"`zoo.{REFERENCE_MODEL}({options})`, CIFAR-size input"
