@@ -1,4 +1,4 @@
-"""The README's main job (byot-quickstart) end to end, shortened to one epoch."""
+"""The README's main job (byot-quickstart) end to end, shortened to two epochs."""
 
 import json
 
@@ -11,7 +11,7 @@ from byot_keras.quickstart import format_report, train_and_report
 
 def test_quickstart_trains_reports_and_saves_a_loadable_model(tmp_path):
     results = train_and_report(
-        "resnet18_byot", width_multiplier=0.125, objective="official", epochs=1,
+        "resnet18_byot", width_multiplier=0.125, objective="official", epochs=2,
         batch_size=64, learning_rate=0.05, seed=0, output_dir=str(tmp_path),
         thresholds=[0.5, 0.99], verbose=0,
     )
@@ -25,7 +25,8 @@ def test_quickstart_trains_reports_and_saves_a_loadable_model(tmp_path):
     for row in saved["exits"]:
         accuracy = np.mean(logits[row["exit"]].argmax(-1) == y_test)
         assert abs(row["accuracy"] - accuracy) < 1e-6
-        assert row["accuracy"] > 0.2  # one epoch on digits already beats chance (10 %)
+        # Two epochs on digits: measured 40-91 % per exit; chance is 10 % +- 1.6 %.
+        assert row["accuracy"] > 0.25
     report = format_report(results)
     assert "exit_4" in report and "ensemble" in report and "early exit" in report
     assert not list(tmp_path.glob(".saving-*"))  # no temporary file left behind
