@@ -24,6 +24,23 @@ def register_model(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]
     return fn
 
 
+def register_variant(fn_name: str, build: Callable[..., keras.Model], doc: str,
+                     *fixed_args) -> Callable[..., keras.Model]:
+    """Registers `fn_name`: a keyword-only builder that calls `build(*fixed_args, ...)`
+    with the shared keyword arguments (`num_classes`, `input_shape`, `weights`, `name`
+    and the family's options), e.g. resnet50_byot = build_resnet(bottleneck, (3,4,6,3))."""
+
+    def builder(*, num_classes: int = 100, input_shape: tuple | None = None,
+                weights: str | None = None, name: str = fn_name, **kwargs) -> keras.Model:
+        return build(*fixed_args, name=name, num_classes=num_classes,
+                     input_shape=input_shape, weights=weights, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = fn_name
+    builder.__doc__ = doc
+    builder.__module__ = build.__module__
+    return register_model(builder)
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of the registered models that match a shell-style `pattern`.
 

@@ -23,7 +23,7 @@ from byot_keras.zoo.common import (
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.registry import register_model
+from byot_keras.zoo.registry import register_variant
 
 
 def basic_block(x, in_channels: int, filters: int, stride: int, *, name: str,
@@ -156,16 +156,9 @@ _DOC = """Builds {title} with BYOT exits after each stage (4 exits by default).
 """
 
 
-def _register(fn_name: str, title: str, block, blocks: Sequence[int], **fixed):
-    def builder(*, num_classes: int = 100, input_shape: tuple | None = None,
-                weights: str | None = None, name: str = fn_name, **kwargs) -> keras.Model:
-        return build_resnet(block, blocks, name=name, num_classes=num_classes,
-                            input_shape=input_shape, weights=weights, **fixed, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = fn_name
-    builder.__doc__ = _DOC.format(title=title, fn=fn_name)
-    builder.__module__ = __name__
-    return register_model(builder)
+def _register(fn_name: str, title: str, block, blocks: Sequence[int]):
+    return register_variant(fn_name, build_resnet, _DOC.format(title=title, fn=fn_name),
+                            block, blocks)
 
 
 resnet18_byot = _register("resnet18_byot", "ResNet-18", basic_block, (2, 2, 2, 2))

@@ -29,7 +29,7 @@ from byot_keras.zoo.common import (
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.registry import register_model
+from byot_keras.zoo.registry import register_model, register_variant
 from byot_keras.zoo.resnet import bottleneck_block, build_resnet, stem
 
 CIFAR_BLOCKS_PER_STAGE = (3, 3, 3)
@@ -126,16 +126,9 @@ _DOC29 = """Builds the CIFAR {title} (cardinality {cardinality}, {base_width} ch
 
 
 def _register29(fn_name: str, title: str, cardinality: int, base_width: int):
-    def builder(*, num_classes: int = 100, input_shape: tuple | None = None,
-                weights: str | None = None, name: str = fn_name, **kwargs) -> keras.Model:
-        return build_resnext29(cardinality, base_width, name=name, num_classes=num_classes,
-                               input_shape=input_shape, weights=weights, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = fn_name
-    builder.__doc__ = _DOC29.format(title=title, cardinality=cardinality,
-                                    base_width=base_width, fn=fn_name)
-    builder.__module__ = __name__
-    return register_model(builder)
+    doc = _DOC29.format(title=title, cardinality=cardinality, base_width=base_width,
+                        fn=fn_name)
+    return register_variant(fn_name, build_resnext29, doc, cardinality, base_width)
 
 
 resnext29_8x64d_byot = _register29("resnext29_8x64d_byot", "ResNeXt-29 (8x64d)", 8, 64)

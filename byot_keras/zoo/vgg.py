@@ -34,7 +34,7 @@ from byot_keras.zoo.common import (
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.registry import register_model
+from byot_keras.zoo.registry import register_variant
 
 # Convs per block for Simonyan & Zisserman's configurations A (11), B (13), D (16), E (19).
 VGG_CONFIGS = {
@@ -166,15 +166,8 @@ _DOC = """Builds {title} with batch norm and BYOT exits after pooling blocks 1-4
 
 
 def _register(fn_name: str, title: str, config: str):
-    def builder(*, num_classes: int = 100, input_shape: tuple | None = None,
-                weights: str | None = None, name: str = fn_name, **kwargs) -> keras.Model:
-        return build_vgg(VGG_CONFIGS[config], name=name, num_classes=num_classes,
-                         input_shape=input_shape, weights=weights, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = fn_name
-    builder.__doc__ = _DOC.format(title=title, fn=fn_name)
-    builder.__module__ = __name__
-    return register_model(builder)
+    return register_variant(fn_name, build_vgg, _DOC.format(title=title, fn=fn_name),
+                            VGG_CONFIGS[config])
 
 
 vgg11_byot = _register("vgg11_byot", "VGG-11 (configuration A)", "A")

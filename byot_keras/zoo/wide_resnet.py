@@ -29,7 +29,7 @@ from byot_keras.zoo.common import (
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.registry import register_model
+from byot_keras.zoo.registry import register_model, register_variant
 
 STEM_CHANNELS = 16
 NUM_GROUPS = 3
@@ -189,16 +189,9 @@ _DOC = """Builds {title} (CIFAR WideResNet, depth {depth}, widening factor {widt
 
 
 def _register(fn_name: str, title: str, depth: int, width: int):
-    def builder(*, num_classes: int = 100, input_shape: tuple | None = None,
-                weights: str | None = None, name: str = fn_name, **kwargs) -> keras.Model:
-        return wide_resnet_byot(depth, width, name=name, num_classes=num_classes,
-                                input_shape=input_shape, weights=weights, **kwargs)
-
-    builder.__name__ = builder.__qualname__ = fn_name
-    builder.__doc__ = _DOC.format(title=title, depth=depth, width=width, fn=fn_name,
-                                  args=_ARGS.format(default_name=f'"{fn_name}"'))
-    builder.__module__ = __name__
-    return register_model(builder)
+    doc = _DOC.format(title=title, depth=depth, width=width, fn=fn_name,
+                      args=_ARGS.format(default_name=f'"{fn_name}"'))
+    return register_variant(fn_name, wide_resnet_byot, doc, depth, width)
 
 
 wrn16_4_byot = _register("wrn16_4_byot", "WRN-16-4", 16, 4)
