@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-from keras import layers
+
+from byot_keras.zoo import namespace
+from byot_keras.zoo.namespace import layers
 
 
 def conv_initializer() -> keras.initializers.Initializer:
@@ -16,7 +18,7 @@ def conv_initializer() -> keras.initializers.Initializer:
     created, so one shared instance would give every kernel of the same shape the same
     values (and ignore keras.utils.set_random_seed, which seeds what new ones draw).
     """
-    return keras.initializers.VarianceScaling(
+    return namespace.initializers.VarianceScaling(
         scale=2.0, mode="fan_out", distribution="untruncated_normal"
     )
 
@@ -176,5 +178,7 @@ def build_multi_exit_model(
     deepest_feature = layers.Identity(name=f"feature_{num_exits}")(deepest_feature)
     outputs[deepest] = layers.Dense(num_classes, name=deepest)(deepest_feature)
     outputs[f"feature_{num_exits}"] = deepest_feature
-    network = keras.Model(inputs, outputs, name=f"{name}_network")
+    network = namespace.Model(inputs, outputs, name=f"{name}_network")
+    if not namespace.is_keras3():
+        return network  # a tf_keras twin: the bare network, for tfmot (byot_keras.compress)
     return SelfDistillationModel(network, objective=objective, name=name)

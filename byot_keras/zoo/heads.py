@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from keras import layers
-
 from byot_keras.zoo.common import batch_norm, conv2d, conv_initializer
+from byot_keras.zoo.namespace import layers
 
 
 def _depthwise(x, stride: int, name: str):

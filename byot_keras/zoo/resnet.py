@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-from keras import layers
 
+from byot_keras.zoo import namespace
 from byot_keras.zoo.common import (
     batch_norm,
     build_multi_exit_model,
@@ -23,6 +23,7 @@ from byot_keras.zoo.common import (
     resolve_input,
     scaled,
 )
+from byot_keras.zoo.namespace import layers
 from byot_keras.zoo.registry import register_variant
 
 
@@ -106,7 +107,7 @@ def build_resnet(
     check_weights(weights)
     input_shape, stem_type = resolve_input(input_shape, stem_type, name, 8)
     base = scaled(64, width_multiplier)
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = namespace.Input(shape=input_shape, name="image")
     x = stem(inputs, base, stem_type, sync_batchnorm)
     in_channels = base
     sections, section_channels = [], []

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-from keras import layers
 
+from byot_keras.zoo import namespace
 from byot_keras.zoo.common import (
     build_multi_exit_model,
     check_num_classes,
@@ -29,6 +29,7 @@ from byot_keras.zoo.common import (
     resolve_input,
     scaled,
 )
+from byot_keras.zoo.namespace import layers
 from byot_keras.zoo.registry import register_model, register_variant
 from byot_keras.zoo.resnet import bottleneck_block, build_resnet, stem
 
@@ -75,7 +76,7 @@ def build_resnext29(
     input_shape, _ = resolve_input(input_shape, "cifar", name, 2 ** (num_stages - 1))
     base = scaled(STEM_CHANNELS, width_multiplier)
     check_group_width(base, cardinality, base_width, name)
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = namespace.Input(shape=input_shape, name="image")
     x = stem(inputs, base, "cifar", sync_batchnorm)
     in_channels = base
     sections, section_channels = [], []

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-from keras import layers
 
+from byot_keras.zoo import namespace
 from byot_keras.zoo.common import (
     batch_norm,
     build_multi_exit_model,
@@ -34,6 +34,7 @@ from byot_keras.zoo.common import (
     resolve_input,
     scaled,
 )
+from byot_keras.zoo.namespace import layers
 from byot_keras.zoo.registry import register_variant
 
 # Convs per block for Simonyan & Zisserman's configurations A (11), B (13), D (16), E (19).
@@ -112,7 +113,7 @@ def build_vgg(
     check_num_classes(num_classes)
     check_weights(weights)
     input_shape, classifier = resolve_classifier(input_shape, classifier, name)
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = namespace.Input(shape=input_shape, name="image")
     x = inputs
     sections, section_channels = [], []
     for block, (channels, num_convs) in enumerate(zip(BLOCK_CHANNELS, convs_per_block),

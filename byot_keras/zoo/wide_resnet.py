@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-from keras import layers
 
+from byot_keras.zoo import namespace
 from byot_keras.zoo.common import (
     batch_norm,
     build_multi_exit_model,
@@ -29,6 +29,7 @@ from byot_keras.zoo.common import (
     resolve_input,
     scaled,
 )
+from byot_keras.zoo.namespace import layers
 from byot_keras.zoo.registry import register_model, register_variant
 
 STEM_CHANNELS = 16
@@ -91,7 +92,7 @@ def build_wide_resnet(
     check_num_classes(num_classes)
     check_weights(weights)
     input_shape, _ = resolve_input(input_shape, "cifar", name, 2 ** (NUM_GROUPS - 1))
-    inputs = keras.Input(shape=input_shape, name="image")
+    inputs = namespace.Input(shape=input_shape, name="image")
     in_channels = scaled(STEM_CHANNELS, width_multiplier)
     x = conv2d(inputs, in_channels, 3, name="stem_conv")
     sections, section_channels = [], []
