@@ -8,6 +8,8 @@ loop (callbacks, distribution, `steps_per_execution`) stays untouched.
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -33,20 +35,52 @@ def _cross_replica_sum(value):
     return value
 
 
-def resolve_objective(objective) -> losses_lib.BYOTLoss:
-    """A BYOTLoss from None ("official"), a preset name, a config dict or an instance."""
-    if objective is None:
-        return losses_lib.BYOTLoss("official")
-    if isinstance(objective, str):
-        return losses_lib.BYOTLoss(objective)
-    if isinstance(objective, dict):
-        return losses_lib.BYOTLoss(**objective)
-    if isinstance(objective, losses_lib.BYOTLoss):
+def resolve_objective(objective=None, method: str | None = None, options: dict | None = None
+                      ) -> losses_lib.Objective:
+    """The loss object from the ways users give it.
+
+    `objective`: a loss object (`byot_keras.losses.BYOTLoss(...)`, `MSDLoss(...)`, ...),
+    a preset name of `method`, a dict of `method`'s options (may hold "preset"), or None
+    (the method's default preset). `method`: a name from `losses.list_methods()`
+    (default "byot"). `options`: keyword overrides of the method's options.
+    """
+    options = dict(options or {})
+    if isinstance(objective, losses_lib.Objective):
+        if method not in (None, objective.method) or options:
+            raise ValueError(
+                f"Got the loss object {objective!r} together with method={method!r} / "
+                f"options {sorted(options)}: give the loss object alone, or a method name "
+                "with its options."
+            )
         return objective
-    raise TypeError(
-        f"objective must be a preset name ({', '.join(losses_lib.PRESETS)}), a dict of "
-        f"BYOTLoss options or a byot_keras.losses.BYOTLoss; got {type(objective).__name__}."
-    )
+    if isinstance(objective, str):
+        options["preset"] = objective
+    elif isinstance(objective, dict):
+        options = {**objective, **options}
+    elif objective is not None:
+        raise TypeError(
+            "objective must be a loss object from byot_keras.losses, a preset name, or a "
+            f"dict of options; got {type(objective).__name__}."
+        )
+    preset = options.pop("preset", None)
+    return losses_lib.get_objective(method or "byot", preset, **options)
+
+
+class _EpochClock(keras.callbacks.Callback):
+    """Tells the model which epoch of how many is running, for scheduled loss weights
+    (MSD's beta, SDN's ramp). `on_epoch_begin` receives the absolute epoch, so resumed
+    runs (`initial_epoch`, BackupAndRestore) continue the schedule where it stopped."""
+
+    def __init__(self, model: SelfDistillationModel, total_epochs: int):
+        super().__init__()
+        self._target = model
+        self._total = total_epochs
+
+    def on_train_begin(self, logs=None):
+        self._target.schedule_total_epochs.assign(float(self._total))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._target.schedule_epoch.assign(float(epoch))
 
 
 @keras.saving.register_keras_serializable(package="byot_keras")
@@ -56,13 +90,22 @@ class SelfDistillationModel(keras.Model):
     Args:
         network: a functional model whose outputs are a dict with `exit_1..exit_N`
             (logits, deepest last) and `feature_1..feature_N` (pooled features).
-        objective: the loss: a `BYOTLoss`, a preset name or None ("official").
+        method: the self-distillation method, one of `byot_keras.losses.list_methods()`
+            (default "byot").
+        objective: a preset name of the method, a dict of its options, or a loss object
+            (`byot_keras.losses.BYOTLoss("paper")`, `MSDLoss(alpha=0.2)`, ...).
+        **options: the method's options (e.g. `temperature=4.0`); unknown ones raise and
+            list the valid ones. Keras' own `name`, `trainable` and `dtype` pass through.
+
+    Methods with a schedule (`msd`'s feature weight, `sdn`'s ramp) read the epoch from
+    `fit`, and the run's length from `fit(epochs=...)` unless `total_epochs` is set; the
+    epoch is saved with the model, so resumed training continues the schedule.
 
     `model(x)` and `predict` return `{"exit_k": logits}` for every exit; with
     `training=True` the features are returned too, for the loss. `fit` logs the total
-    and per-term losses (`ce_loss`, `kd_loss`, `feature_loss`), `exit_k_accuracy` and
-    `ensemble_accuracy` (mean of the exits' logits). `evaluate` drops the KD and feature
-    terms.
+    and the method's per-term losses (for byot `ce_loss`, `kd_loss`, `feature_loss`),
+    `exit_k_accuracy` and `ensemble_accuracy` (mean of the exits' logits). `evaluate`
+    drops the distillation terms.
 
     Example:
         >>> from byot_keras import zoo
@@ -73,8 +116,10 @@ class SelfDistillationModel(keras.Model):
         ['ce_loss', 'ensemble_accuracy', 'exit_1_accuracy']
     """
 
-    def __init__(self, network: keras.Model, objective=None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, network: keras.Model, objective=None, method: str | None = None,
+                 **kwargs):
+        model_kwargs = {k: kwargs.pop(k) for k in ("name", "trainable", "dtype") if k in kwargs}
+        super().__init__(**model_kwargs)
         output_names = sorted(network.output) if isinstance(network.output, dict) else []
         exit_names = [n for n in output_names if n.startswith("exit_")]
         num_exits = len(exit_names)
@@ -87,12 +132,12 @@ class SelfDistillationModel(keras.Model):
                 f"got outputs {output_names or type(network.output).__name__}."
             )
         self.network = network
-        self.objective = resolve_objective(objective)
+        self.objective = resolve_objective(objective, method, kwargs)
         self.exit_names = [f"exit_{k}" for k in range(1, num_exits + 1)]
         self.num_classes = int(network.output[self.exit_names[-1]].shape[-1])
 
+        self.objective.validate(num_exits)  # bad options fail now, not mid-fit
         self._feature_exits = self.objective.feature_exits(num_exits)
-        self.objective.kd_exits(num_exits)  # validates the choice now, not mid-fit
         deepest_dim = int(network.output[f"feature_{num_exits}"].shape[-1])
         self.adapters = []
         for k in self._feature_exits:
@@ -108,7 +153,13 @@ class SelfDistillationModel(keras.Model):
                     "deepest width."
                 )
 
-        self.term_trackers = [keras.metrics.Mean(name=f"{t}_loss") for t in losses_lib.TERMS]
+        if self.objective.scheduled:
+            self.schedule_epoch = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="schedule_epoch")
+            self.schedule_total_epochs = self.add_weight(
+                shape=(), initializer="ones", trainable=False, name="schedule_total_epochs")
+        self.term_trackers = [keras.metrics.Mean(name=f"{t}_loss")
+                              for t in self.objective.TERMS]
         self.exit_accuracy = [
             keras.metrics.SparseCategoricalAccuracy(name=f"{name}_accuracy")
             for name in self.exit_names
@@ -137,6 +188,21 @@ class SelfDistillationModel(keras.Model):
             )
         super().compile(optimizer=optimizer, **kwargs)
 
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; for a scheduled method it also keeps the model's epoch
+        counter in step with the run (see the class docstring)."""
+        if self.objective.scheduled:
+            bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            callbacks = bound.arguments["callbacks"]
+            if isinstance(callbacks, keras.callbacks.CallbackList):
+                callbacks.append(_EpochClock(self, bound.arguments["epochs"]))
+            else:
+                callbacks = [*(callbacks or []), _EpochClock(self, bound.arguments["epochs"])]
+            bound.arguments["callbacks"] = callbacks
+            return super().fit(*bound.args[1:], **bound.kwargs)
+        return super().fit(*args, **kwargs)
+
     def compile_from_config(self, config):
         # Keras skips compile() on load when compile is overridden; ours is safe to call.
         self.compile(**keras.saving.deserialize_keras_object(config))
@@ -150,9 +216,12 @@ class SelfDistillationModel(keras.Model):
             y_pred = dict(y_pred)
             for k, adapter in zip(self._feature_exits, self.adapters):
                 y_pred[f"feature_{k}"] = adapter(y_pred[f"feature_{k}"])
+        progress = {}
+        if self.objective.scheduled:
+            progress = {"epoch": self.schedule_epoch, "total_epochs": self.schedule_total_epochs}
         terms = self.objective.terms(y, y_pred, sample_weight, training=training,
-                                     cross_replica_sum=_cross_replica_sum)
-        for tracker, term in zip(self.term_trackers, losses_lib.TERMS):
+                                     cross_replica_sum=_cross_replica_sum, **progress)
+        for tracker, term in zip(self.term_trackers, self.objective.TERMS):
             tracker.update_state(terms[term])
         total = terms["loss"]
         if self.losses:

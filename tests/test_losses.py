@@ -407,7 +407,7 @@ def test_feature_gradient_is_finite_when_student_equals_teacher(reduction):
 # --------------------------------------------------------------------------------------
 
 def test_unknown_preset():
-    with pytest.raises(ValueError, match="Unknown BYOT loss preset 'offical'") as info:
+    with pytest.raises(ValueError, match="Unknown byot preset 'offical'") as info:
         BYOTLoss("offical")
     assert "official" in str(info.value) and "paper" in str(info.value)
 

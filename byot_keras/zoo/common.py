@@ -3,7 +3,8 @@ that turns a backbone's sections into a multi-exit training model."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import keras
 
@@ -28,7 +29,7 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 STEMS = ("auto", "cifar", "imagenet")
-HEADS = ("sepconv", "bottleneck")
+HEADS = ("sepconv", "bottleneck", "conv", "blocks")
 
 
 def conv2d(x, filters: int, kernel: int, stride: int = 1, *, name: str, groups: int = 1,
@@ -122,6 +123,10 @@ def select_exit_sections(exits: Sequence[int] | None, num_sections: int, model_n
     return chosen
 
 
+def _call_branch(branch_block: Callable, section: int, x, in_channels: int, name: str):
+    return branch_block(x, in_channels, section, name)
+
+
 def build_multi_exit_model(
     inputs,
     sections: Sequence,
@@ -131,11 +136,12 @@ def build_multi_exit_model(
     *,
     name: str,
     exits: Sequence[int] | None = None,
-    head: str = "sepconv",
+    head: str | None = None,
     attention: bool | None = None,
     head_width: int | None = None,
     sync_batchnorm: bool = False,
     objective=None,
+    branch_block: Callable | None = None,
 ):
     """Attaches exit heads to a backbone and wraps it for self-distillation training.
 
@@ -147,12 +153,29 @@ def build_multi_exit_model(
         deepest_feature: the pooled feature vector that feeds the backbone classifier
             (the classifier itself, a Dense layer named `exit_<N>`, is added here).
         head_width: feature width of the shallow heads (default: `section_channels[-1]`).
+        objective: the training objective (a `byot_keras.losses` object, or what
+            `byot_keras.training.resolve_objective` accepts).
+        branch_block: for `head="blocks"`: `branch_block(x, in_channels, section, name)`
+            builds one block of section `section`'s type (with its downsampling) that
+            outputs `section_channels[section - 1]` channels.
     """
-    from byot_keras.training import SelfDistillationModel
+    from byot_keras.training import SelfDistillationModel, resolve_objective
     from byot_keras.zoo import heads as heads_lib
 
+    objective = resolve_objective(objective)
+    if head is None:  # the method's own head where the family can build it
+        head = objective.HEAD or "sepconv"
+        if head == "blocks" and branch_block is None:
+            head = "sepconv"
+    if exits is None and objective.method == "ce":
+        exits = ()  # the baseline is the plain network
     if head not in HEADS:
         raise ValueError(f"Unknown head '{head}'. Valid heads: {', '.join(HEADS)}.")
+    if head == "blocks" and branch_block is None:
+        raise ValueError(
+            f"head='blocks' (MSD's branch augmentation) is not available for {name}. Valid "
+            f"heads here: {', '.join(h for h in HEADS if h != 'blocks')}."
+        )
     if attention is None:
         attention = head == "sepconv"
     num_sections = len(sections)
@@ -163,11 +186,17 @@ def build_multi_exit_model(
     outputs = {}
     for exit_index, section in enumerate(chosen, start=1):
         later = list(section_channels[section:])
-        later[-1] = head_width
+        later_blocks = []
+        if head == "blocks":  # each block reproduces its section, so the deepest width
+            later_blocks = [functools.partial(_call_branch, branch_block, s)
+                            for s in range(section + 1, num_sections + 1)]
+        else:
+            later[-1] = head_width
         feature = heads_lib.exit_head(
             sections[section - 1], section_channels[section - 1], later,
             kind=head, attention=attention, prefix=f"exit_{exit_index}_head",
             sync_batchnorm=sync_batchnorm, feature_name=f"feature_{exit_index}",
+            later_blocks=later_blocks,
         )
         outputs[f"exit_{exit_index}"] = layers.Dense(num_classes, name=f"exit_{exit_index}")(
             feature

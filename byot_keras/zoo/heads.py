@@ -1,17 +1,21 @@
 """Exit heads: the classifiers' feature extractors attached to shallow sections.
 
-Two kinds (see ../shared/docs/methods.md, section 1):
+Four kinds (see ../shared/docs/methods.md, sections 1-3):
 - `sepconv`: the official BYOT code's heads: one SepConv(stride 2) per later section, so
   the head reaches the deepest section's resolution and width, optionally behind a
   learned attention mask.
-- `bottleneck`: the ICCV text's "bottleneck" reading: 1x1 reduce, one kxk stride-k conv
-  that jumps straight to the deepest resolution, 1x1 expand.
-Both end in global average pooling; the pooled vector is the exit's feature `f_i`.
+- `bottleneck`: the BYOT ICCV text's "bottleneck" reading: 1x1 reduce, one kxk stride-k
+  conv that jumps straight to the deepest resolution, 1x1 expand.
+- `conv`: EED's public code: one plain 3x3 stride-2 conv -> BN -> ReLU per later section.
+- `blocks`: MSD's "sampling-based branch augmentation": one backbone block of each later
+  section's type (its downsampling and channel growth), supplied by the family, so the
+  exit's feature has the deepest feature's shape.
+All end in global average pooling; the pooled vector is the exit's feature `f_i`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from byot_keras.zoo.common import batch_norm, conv2d, conv_initializer
 from byot_keras.zoo.namespace import layers
@@ -69,13 +73,25 @@ def bottleneck_head(x, out_channels: int, downsampling: int, *, prefix: str,
     return layers.ReLU(name=f"{prefix}_expand_relu")(x)
 
 
+def conv_head(x, later_channels: Sequence[int], *, prefix: str, sync_batchnorm: bool = False):
+    """One 3x3 stride-2 conv -> BN -> ReLU per later section, to that section's width."""
+    for step, out_channels in enumerate(later_channels, start=1):
+        x = conv2d(x, out_channels, 3, 2, name=f"{prefix}_conv{step}")
+        x = batch_norm(x, name=f"{prefix}_bn{step}", sync=sync_batchnorm)
+        x = layers.ReLU(name=f"{prefix}_relu{step}")(x)
+    return x
+
+
 def exit_head(x, in_channels: int, later_channels: Sequence[int], *, kind: str,
-              attention: bool, prefix: str, feature_name: str, sync_batchnorm: bool = False):
+              attention: bool, prefix: str, feature_name: str, sync_batchnorm: bool = False,
+              later_blocks: Sequence[Callable] = ()):
     """The feature vector of one shallow exit.
 
     `later_channels` are the output widths of the sections after this one (the last
     entry is the head's feature width); each later section halves the resolution, so the
     head downsamples 2**len(later_channels) times to meet the deepest section.
+    `later_blocks` (for kind "blocks"): one `block(x, in_channels, name)` per later
+    section, building that section's type of block.
     """
     if attention:
         x = attention_mask(x, in_channels, prefix=f"{prefix}_attention",
@@ -86,7 +102,15 @@ def exit_head(x, in_channels: int, later_channels: Sequence[int], *, kind: str,
             x = sep_conv(x, channels, out_channels, 2, prefix=f"{prefix}_sep{step}",
                          sync_batchnorm=sync_batchnorm)
             channels = out_channels
-    else:
+    elif kind == "bottleneck":
         x = bottleneck_head(x, later_channels[-1], 2 ** len(later_channels),
                             prefix=f"{prefix}_bottleneck", sync_batchnorm=sync_batchnorm)
+    elif kind == "conv":
+        x = conv_head(x, later_channels, prefix=prefix, sync_batchnorm=sync_batchnorm)
+    else:  # "blocks"
+        channels = in_channels
+        for step, (block, out_channels) in enumerate(zip(later_blocks, later_channels),
+                                                     start=1):
+            x = block(x, channels, f"{prefix}_block{step}")
+            channels = out_channels
     return layers.GlobalAveragePooling2D(name=feature_name)(x)

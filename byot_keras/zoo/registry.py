@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import inspect
 from collections.abc import Callable
 
 import keras
@@ -15,13 +17,53 @@ import keras
 _MODELS: dict[str, Callable[..., keras.Model]] = {}
 
 
+def _architecture_options(fn: Callable) -> set[str]:
+    """The keyword arguments `fn` (or the family builder it forwards to) understands."""
+    names = {n for n, p in inspect.signature(fn).parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    family = getattr(fn, "family_builder", None)
+    if family is not None:  # its positional parameters are fixed by the variant
+        names |= {n for n, p in inspect.signature(family).parameters.items()
+                  if p.kind == p.KEYWORD_ONLY}
+    return names
+
+
+def with_method(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+    """Lets a builder take `method=` and the method's options as keyword arguments.
+
+    Keywords the builder knows are architecture options; the rest are options of the
+    method (see byot_keras.losses); a keyword that is neither raises and lists both.
+    """
+    known = _architecture_options(fn) - {"objective"}
+
+    @functools.wraps(fn)
+    def builder(*args, method: str | None = None, objective=None, **kwargs):
+        from byot_keras.training import resolve_objective
+
+        architecture = {k: v for k, v in kwargs.items() if k in known}
+        options = {k: v for k, v in kwargs.items() if k not in known}
+        try:
+            resolved = resolve_objective(objective, method, options)
+        except ValueError as error:
+            if not options:
+                raise
+            raise ValueError(
+                f"{error} (Architecture options of {fn.__name__}: {', '.join(sorted(known))}.)"
+            ) from None
+        return fn(*args, objective=resolved, **architecture)
+
+    return builder
+
+
 def register_model(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
-    """Decorator: registers `fn` under its own name and returns it unchanged."""
+    """Decorator: registers `fn` under its own name (with `method=` support, see
+    :func:`with_method`) and returns the registered builder."""
     name = fn.__name__
     if name in _MODELS:
         raise ValueError(f"A model named '{name}' is already registered.")
-    _MODELS[name] = fn
-    return fn
+    builder = with_method(fn)
+    _MODELS[name] = builder
+    return builder
 
 
 def register_variant(fn_name: str, build: Callable[..., keras.Model], doc: str,
@@ -38,6 +80,7 @@ def register_variant(fn_name: str, build: Callable[..., keras.Model], doc: str,
     builder.__name__ = builder.__qualname__ = fn_name
     builder.__doc__ = doc
     builder.__module__ = build.__module__
+    builder.family_builder = build
     return register_model(builder)
 
 

@@ -62,7 +62,7 @@ def build_resnext29(
     input_shape: tuple | None = None,
     weights: str | None = None,
     exits: Sequence[int] | None = None,
-    head: str = "sepconv",
+    head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     sync_batchnorm: bool = False,
@@ -92,9 +92,16 @@ def build_resnext29(
         sections.append(x)
         section_channels.append(in_channels)
     feature = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+    def branch_block(y, in_channels: int, section: int, block_name: str):
+        return bottleneck_block(y, in_channels, base * 2 ** (section - 1), 2, name=block_name,
+                                groups=cardinality, width_per_group=base_width,
+                                sync_batchnorm=sync_batchnorm)
+
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
         head=head, attention=attention, sync_batchnorm=sync_batchnorm, objective=objective,
+        branch_block=branch_block,
     )
 
 
@@ -107,13 +114,17 @@ _DOC29 = """Builds the CIFAR {title} (cardinality {cardinality}, {base_width} ch
         weights: must be None (no pretrained weights are shipped).
         name: model name.
         exits: stages (1-2) that get a shallow exit; default all.
-        head: "sepconv" (official BYOT heads) or "bottleneck" (the paper's reading).
+        head: "sepconv" (official BYOT heads), "bottleneck" (the BYOT paper's reading),
+            "conv" (EED's) or "blocks" (MSD's branch augmentation); default: the
+            method's own head, else "sepconv".
         attention: attention mask before each head; default True for "sepconv".
         width_multiplier: scales every channel count, the grouped convs' widths included
             (1.0 = the standard network); the cardinality stays.
         sync_batchnorm: synchronise batch statistics across replicas under tf.distribute.
-        objective: the self-distillation loss: a preset name ("official", "paper"),
-            a `byot_keras.losses.BYOTLoss`, or None for "official".
+        method: the training method, one of `byot_keras.losses.list_methods()`
+            (default "byot"); its options may be given as further keywords.
+        objective: a preset name of the method (byot: "official", "paper"), a dict
+            of its options, or a loss object from `byot_keras.losses`.
 
     Returns:
         A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`.
@@ -145,7 +156,7 @@ def resnext50_32x4d_byot(
     name: str = "resnext50_32x4d_byot",
     stem_type: str = "auto",
     exits: Sequence[int] | None = None,
-    head: str = "sepconv",
+    head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     sync_batchnorm: bool = False,
@@ -162,14 +173,18 @@ def resnext50_32x4d_byot(
         stem_type: "auto" (CIFAR stem up to 64 px, ImageNet stem above), "cifar" or
             "imagenet".
         exits: stages (1-3) that get a shallow exit; default all.
-        head: "sepconv" (official BYOT heads) or "bottleneck" (the paper's reading).
+        head: "sepconv" (official BYOT heads), "bottleneck" (the BYOT paper's reading),
+            "conv" (EED's) or "blocks" (MSD's branch augmentation); default: the
+            method's own head, else "sepconv".
         attention: attention mask before each head; default True for "sepconv".
         width_multiplier: scales every channel count, the grouped convs' widths included
             (1.0 = the standard network; at least 0.25, so that each of the 32 groups
             keeps a channel); the cardinality stays.
         sync_batchnorm: synchronise batch statistics across replicas under tf.distribute.
-        objective: the self-distillation loss: a preset name ("official", "paper"),
-            a `byot_keras.losses.BYOTLoss`, or None for "official".
+        method: the training method, one of `byot_keras.losses.list_methods()`
+            (default "byot"); its options may be given as further keywords.
+        objective: a preset name of the method (byot: "official", "paper"), a dict
+            of its options, or a loss object from `byot_keras.losses`.
 
     Returns:
         A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`.

@@ -103,7 +103,7 @@ def build_vgg(
     weights: str | None = None,
     classifier: str = "auto",
     exits: Sequence[int] | None = None,
-    head: str = "sepconv",
+    head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     sync_batchnorm: bool = False,
@@ -128,10 +128,14 @@ def build_vgg(
         feature = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     else:
         feature = imagenet_classifier(x, scaled(HIDDEN_UNITS, width_multiplier))
+    def branch_block(y, in_channels: int, section: int, block_name: str):
+        return vgg_block(y, section_channels[section - 1], 1, name=block_name,
+                         sync_batchnorm=sync_batchnorm)
+
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
         head=head, attention=attention, head_width=section_channels[-1],
-        sync_batchnorm=sync_batchnorm, objective=objective,
+        sync_batchnorm=sync_batchnorm, objective=objective, branch_block=branch_block,
     )
 
 
@@ -147,13 +151,17 @@ _DOC = """Builds {title} with batch norm and BYOT exits after pooling blocks 1-4
             average pooling -> Dense, as kuangliu's pytorch-cifar VGG) or "imagenet"
             (torchvision's flatten -> 2 x (Dense 4096 -> ReLU -> Dropout 0.5) -> Dense).
         exits: pooling blocks (1-4) that get a shallow exit; default all.
-        head: "sepconv" (official BYOT heads) or "bottleneck" (the paper's reading).
+        head: "sepconv" (official BYOT heads), "bottleneck" (the BYOT paper's reading),
+            "conv" (EED's) or "blocks" (MSD's branch augmentation); default: the
+            method's own head, else "sepconv".
         attention: attention mask before each head; default True for "sepconv".
         width_multiplier: scales every channel count and the 4096 hidden units (1.0 = the
             standard network).
         sync_batchnorm: synchronise batch statistics across replicas under tf.distribute.
-        objective: the self-distillation loss: a preset name ("official", "paper"),
-            a `byot_keras.losses.BYOTLoss`, or None for "official".
+        method: the training method, one of `byot_keras.losses.list_methods()`
+            (default "byot"); its options may be given as further keywords.
+        objective: a preset name of the method (byot: "official", "paper"), a dict
+            of its options, or a loss object from `byot_keras.losses`.
 
     Returns:
         A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`.

@@ -74,7 +74,7 @@ def build_wide_resnet(
     input_shape: tuple | None = None,
     weights: str | None = None,
     exits: Sequence[int] | None = None,
-    head: str = "sepconv",
+    head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     dropout_rate: float = 0.0,
@@ -110,9 +110,20 @@ def build_wide_resnet(
         sections.append(x)
         section_channels.append(filters)
     feature = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+
+    def branch_block(y, in_channels: int, section: int, block_name: str):
+        filters = section_channels[section - 1]
+        y = wide_block(y, in_channels, filters, 2, name=block_name, dropout_rate=dropout_rate,
+                       sync_batchnorm=sync_batchnorm)
+        if section == NUM_GROUPS:  # the trunk's last group ends in BN-ReLU too
+            y = batch_norm(y, name=f"{block_name}_final_bn", sync=sync_batchnorm)
+            y = layers.ReLU(name=f"{block_name}_final_relu")(y)
+        return y
+
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
         head=head, attention=attention, sync_batchnorm=sync_batchnorm, objective=objective,
+        branch_block=branch_block,
     )
 
 
@@ -121,14 +132,18 @@ _ARGS = """num_classes: number of classes (>= 2); every exit outputs logits.
         weights: must be None (no pretrained weights are shipped).
         name: model name; default {default_name}.
         exits: groups (1-2) that get a shallow exit; default all.
-        head: "sepconv" (official BYOT heads) or "bottleneck" (the paper's reading).
+        head: "sepconv" (official BYOT heads), "bottleneck" (the BYOT paper's reading),
+            "conv" (EED's) or "blocks" (MSD's branch augmentation); default: the
+            method's own head, else "sepconv".
         attention: attention mask before each head; default True for "sepconv".
         width_multiplier: scales every channel count (1.0 = the standard network).
         dropout_rate: dropout between the two convs of each block (0.3 in the WRN
             paper's dropout runs; 0.0 = none).
         sync_batchnorm: synchronise batch statistics across replicas under tf.distribute.
-        objective: the self-distillation loss: a preset name ("official", "paper"),
-            a `byot_keras.losses.BYOTLoss`, or None for "official".
+        method: the training method, one of `byot_keras.losses.list_methods()`
+            (default "byot"); its options may be given as further keywords.
+        objective: a preset name of the method (byot: "official", "paper"), a dict
+            of its options, or a loss object from `byot_keras.losses`.
 
     Returns:
         A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`."""
@@ -144,7 +159,7 @@ def wide_resnet_byot(
     weights: str | None = None,
     name: str | None = None,
     exits: Sequence[int] | None = None,
-    head: str = "sepconv",
+    head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     dropout_rate: float = 0.0,
@@ -208,7 +223,7 @@ def wrn44_8_byot(
     name: str = "wrn44_8_byot",
     blocks_per_group: int = 6,
     exits: Sequence[int] | None = None,
-    head: str = "sepconv",
+    head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     dropout_rate: float = 0.0,

@@ -1,0 +1,268 @@
+"""What every self-distillation objective shares: the loss pieces (`keras.ops` only),
+the epoch schedules, and `Objective`, the base of the per-method loss objects.
+
+Conventions: exits are numbered 1..N shallow to deep; `logits[i]` / `features[i]` are
+lists in that order; teacher terms are stop-gradient unless an option says otherwise;
+every per-example term is reduced like Keras' "sum_over_batch_size" (sum of weighted
+values / batch size), so a model divides by the replica count once (see
+byot_keras.training).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+from keras import ops
+
+KD_FORMS = ("soft_ce", "kl")
+FEATURE_REDUCTIONS = ("frobenius", "squared_sum", "mean_squared")
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def sparse_labels(labels, num_classes: int):
+    """Integer class ids of shape (batch,) from sparse (batch,)/(batch, 1) or one-hot
+    (batch, num_classes) labels; anything else raises a ValueError."""
+    shape = tuple(labels.shape)
+    if len(shape) == 2 and shape[-1] == num_classes and num_classes > 1:
+        return ops.argmax(labels, axis=-1)
+    if len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1):
+        return ops.cast(ops.reshape(labels, (-1,)), "int32")
+    raise ValueError(
+        f"Labels of shape {shape} do not fit {num_classes} classes: give integer class ids "
+        f"of shape (batch,) or (batch, 1), or one-hot / soft labels of shape "
+        f"(batch, {num_classes})."
+    )
+
+
+def cross_entropy(labels, logits):
+    """Per-example cross-entropy from logits; sparse or one-hot/soft labels."""
+    num_classes = logits.shape[-1]
+    if len(labels.shape) == 2 and labels.shape[-1] == num_classes and num_classes > 1:
+        return ops.categorical_crossentropy(ops.cast(labels, logits.dtype), logits,
+                                            from_logits=True)
+    return ops.sparse_categorical_crossentropy(sparse_labels(labels, num_classes), logits,
+                                               from_logits=True)
+
+
+def distillation(student_logits, teacher_logits, temperature: float, form: str = "soft_ce",
+                 temperature_squared: bool = False, detach_teacher: bool = True):
+    """Per-example soft-target term; the teacher is stop-gradient unless
+    `detach_teacher=False`.
+
+    "soft_ce": -sum p_T(teacher) * log p_T(student); "kl": KL(p_T(teacher) || p_T(student)).
+    Both have the same gradient for the student; "kl" is 0 when the student matches.
+    """
+    if form not in KD_FORMS:
+        raise ValueError(f"Unknown kd_form '{form}'. Valid forms: {', '.join(KD_FORMS)}.")
+    if detach_teacher:
+        teacher_logits = ops.stop_gradient(teacher_logits)
+    teacher = teacher_logits / temperature
+    student_log_probs = ops.log_softmax(student_logits / temperature, axis=-1)
+    teacher_probs = ops.softmax(teacher, axis=-1)
+    if form == "kl":
+        values = ops.sum(teacher_probs * (ops.log_softmax(teacher, axis=-1) - student_log_probs),
+                         axis=-1)
+    else:
+        values = -ops.sum(teacher_probs * student_log_probs, axis=-1)
+    if temperature_squared:
+        values = values * (temperature ** 2)
+    return values
+
+
+def feature_distance(student, teacher, reduction: str = "frobenius",
+                     cross_replica_sum: Callable | None = None, detach_teacher: bool = True):
+    """Distance between a student feature batch and the (stop-gradient) teacher feature.
+
+    - "frobenius": the Frobenius norm of the difference over the whole batch (not
+      squared, not averaged), as in the official BYOT code. It is not a mean, so under
+      data parallelism the squared sum is added up across replicas first
+      (`cross_replica_sum`) to give the global batch's norm.
+    - "squared_sum": squared L2 distance per example, averaged over the batch.
+    - "mean_squared": mean over batch and feature dimensions.
+    """
+    diff = student - (ops.stop_gradient(teacher) if detach_teacher else teacher)
+    if reduction == "frobenius":
+        total = ops.sum(ops.square(diff))
+        if cross_replica_sum is not None:
+            total = cross_replica_sum(total)
+        # sqrt has an infinite slope at 0; this keeps the gradient finite there.
+        positive = total > 0
+        return ops.where(positive, ops.sqrt(ops.where(positive, total, 1.0)), 0.0)
+    if reduction == "squared_sum":
+        return ops.mean(ops.sum(ops.square(diff), axis=-1))
+    if reduction == "mean_squared":
+        return ops.mean(ops.square(diff))
+    raise ValueError(
+        f"Unknown feature_reduction '{reduction}'. Valid: {', '.join(FEATURE_REDUCTIONS)}."
+    )
+
+
+def batch_mean(values, sample_weight=None):
+    """Keras' "sum_over_batch_size": sum(w * l) / batch."""
+    if sample_weight is None:
+        return ops.mean(values)
+    weights = ops.cast(ops.reshape(sample_weight, (-1,)), values.dtype)
+    return ops.sum(values * weights) / ops.cast(ops.shape(values)[0], values.dtype)
+
+
+def zero_like(reference):
+    return ops.zeros((), dtype=reference.dtype)
+
+
+# ------------------------------------------------------------------------- schedules
+
+
+def cosine_anneal(epoch, total_epochs, begin: float, end: float):
+    """`end + (begin - end) / 2 * (1 + cos(pi * epoch / total_epochs))`: `begin` at
+    epoch 0, `end` at `total_epochs` and after (MSD's beta). Works on floats and tensors."""
+    progress = ops.clip(ops.cast(epoch, "float32") / ops.maximum(total_epochs, 1.0), 0.0, 1.0)
+    return end + 0.5 * (begin - end) * (1.0 + ops.cos(math.pi * progress))
+
+
+def linear_ramp(epoch, ramp_epochs, final: float, start: float = 0.0):
+    """`min(final, start + epoch * final / ramp_epochs)`: from `start` at epoch 0 up to
+    `final` after `ramp_epochs` epochs (SDN's internal-classifier weights)."""
+    value = start + ops.cast(epoch, "float32") * final / ops.maximum(ramp_epochs, 1.0)
+    return ops.minimum(value, final)
+
+
+# ------------------------------------------------------------------------- objectives
+
+
+def resolve_exit_choice(choice, candidates: Sequence[int], option: str) -> list[int]:
+    """'all', 'all_but_last' or an explicit list, checked against `candidates`."""
+    candidates = list(candidates)
+    if choice == "all":
+        return candidates
+    if choice == "all_but_last":
+        return candidates[:-1]
+    if isinstance(choice, str):
+        raise ValueError(
+            f"{option}='{choice}' is invalid: use 'all', 'all_but_last' or a list of exits."
+        )
+    chosen = [int(e) for e in choice]
+    if any(e not in candidates for e in chosen):
+        raise ValueError(f"{option}={list(choice)} is invalid: valid exits are {candidates}.")
+    return chosen
+
+
+class Objective:
+    """Base of the per-method loss objects (BYOTLoss, MSDLoss, ...).
+
+    A subclass sets `method` (its registry name), `PRESETS` (named option sets; the
+    first is the default), `TERMS` (the names of the terms it returns besides "loss",
+    logged as `<term>_loss`) and implements :meth:`compute`. Options are validated on
+    construction; the object serializes as its preset plus overrides.
+
+    Models call :meth:`terms` with the network's output dict (`exit_k` logits,
+    `feature_k` features) and the training progress (`epoch`, `total_epochs`) that
+    schedules read.
+    """
+
+    method: ClassVar[str]
+    PRESETS: ClassVar[dict[str, dict]]
+    TERMS: ClassVar[tuple[str, ...]]
+    #: The exit head the paper's architecture uses (None: the builder's default).
+    HEAD: ClassVar[str | None] = None
+    #: Options that are choices among fixed strings: option -> valid values.
+    CHOICES: ClassVar[dict[str, tuple]] = {}
+
+    def __init__(self, preset: str | None = None, **overrides):
+        preset = preset or next(iter(self.PRESETS))
+        if preset not in self.PRESETS:
+            raise ValueError(
+                f"Unknown {self.method} preset '{preset}'. Valid presets: "
+                f"{', '.join(self.PRESETS)}."
+            )
+        unknown = sorted(set(overrides) - set(self.PRESETS[preset]))
+        if unknown:
+            raise ValueError(
+                f"Unknown {self.method} option(s) {unknown}. Valid options: "
+                f"{', '.join(self.PRESETS[preset])}."
+            )
+        self.preset = preset
+        self.overrides = dict(overrides)
+        self.config = {**self.PRESETS[preset], **overrides}
+        for option, valid in self.CHOICES.items():
+            if self.config.get(option) not in valid:
+                raise ValueError(
+                    f"Unknown {option} '{self.config.get(option)}' for {self.method}. "
+                    f"Valid: {', '.join(map(str, valid))}."
+                )
+        temperature = self.config.get("temperature")
+        if temperature is not None and temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        total = self.config.get("total_epochs")
+        if total is not None and total <= 0:
+            raise ValueError(f"total_epochs must be > 0 or None (fit's epochs), got {total}.")
+
+    @classmethod
+    def options(cls, preset: str | None = None) -> dict:
+        """The options of a preset (default: the first) and their values."""
+        return dict(cls.PRESETS[preset or next(iter(cls.PRESETS))])
+
+    # What the model needs to know before training --------------------------------
+    @property
+    def uses_features(self) -> bool:
+        return False
+
+    @property
+    def adaptation(self) -> bool:
+        """Whether shallow features pass a learned Dense before the feature term."""
+        return False
+
+    def feature_exits(self, num_exits: int) -> list[int]:
+        """Exits whose features the loss reads, besides the deepest."""
+        return []
+
+    def validate(self, num_exits: int) -> None:
+        """Raises now, not mid-fit, if the options do not fit an `num_exits`-exit model."""
+        self.feature_exits(num_exits)
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the loss depends on the epoch (then the model tracks it)."""
+        return False
+
+    def schedule(self, epoch, total_epochs) -> dict:
+        """The values of the scheduled weights at `epoch` of `total_epochs`."""
+        return {}
+
+    # The loss ---------------------------------------------------------------------
+    def compute(self, labels, logits: list, features: list | None, *, sample_weight,
+                distill: bool, cross_replica_sum, epoch, total_epochs) -> dict:
+        raise NotImplementedError
+
+    def terms(self, y_true, y_pred: dict, sample_weight=None, *, training: bool = True,
+              cross_replica_sum: Callable | None = None, epoch=0.0, total_epochs=1.0
+              ) -> dict:
+        """All terms ("loss" and `TERMS`) for the output dict `y_pred`. With
+        `training=False` the distillation terms are dropped (they are 0)."""
+        num_exits = sum(1 for key in y_pred if key.startswith("exit_"))
+        logits = [y_pred[f"exit_{k}"] for k in range(1, num_exits + 1)]
+        features = None
+        if training and self.uses_features:
+            features = [y_pred.get(f"feature_{k}") for k in range(1, num_exits + 1)]
+        if self.config.get("total_epochs"):
+            total_epochs = float(self.config["total_epochs"])
+        return self.compute(y_true, logits, features, sample_weight=sample_weight,
+                            distill=training, cross_replica_sum=cross_replica_sum,
+                            epoch=epoch, total_epochs=total_epochs)
+
+    def __call__(self, y_true, y_pred: dict, sample_weight=None):
+        return self.terms(y_true, y_pred, sample_weight)["loss"]
+
+    def get_config(self) -> dict:
+        return {"preset": self.preset, **self.overrides}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.overrides.items())
+        return f"{type(self).__name__}({self.preset!r}{extra})"
