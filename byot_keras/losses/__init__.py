@@ -10,6 +10,15 @@ serializable loss object with named presets.
 | `deep_supervision` | :class:`DeepSupervisionLoss` | :func:`weighted_ce_loss` | Lee et al., 2015 |
 | `ce` | :class:`CELoss` | :func:`weighted_ce_loss` | the baseline |
 
+Cohort methods (several networks trained together, `byot_keras.training.CohortModel`):
+
+| method | object | function | paper |
+|---|---|---|---|
+| `multistructure` | :class:`MultistructureLoss` | :func:`multistructure_loss` | Gao et al., 2019 |
+| `dml` | :class:`DMLLoss` | :func:`dml_loss` | Zhang et al., CVPR 2018 |
+
+Teacher -> student KD (Hinton et al., 2015): :func:`hinton_kd_loss`.
+
 Example:
     >>> from byot_keras import losses
     >>> losses.list_methods()
@@ -29,6 +38,15 @@ from byot_keras.losses.baselines import (
     weighted_ce_loss,
 )
 from byot_keras.losses.byot import PRESETS, TERMS, BYOTLoss, byot_loss
+from byot_keras.losses.cohort import (
+    CohortObjective,
+    DMLLoss,
+    MultistructureLoss,
+    discontinuous_weight,
+    dml_loss,
+    ensemble_teacher,
+    multistructure_loss,
+)
 from byot_keras.losses.core import (
     FEATURE_REDUCTIONS,
     KD_FORMS,
@@ -46,11 +64,18 @@ from byot_keras.losses.msd import MSDLoss, msd_loss
 METHODS: dict[str, type[Objective]] = {
     cls.method: cls for cls in (BYOTLoss, MSDLoss, EEDLoss, SDNLoss, DeepSupervisionLoss, CELoss)
 }
+COHORT_METHODS: dict[str, type[CohortObjective]] = {
+    cls.method: cls for cls in (MultistructureLoss, DMLLoss)
+}
+_ALL = {**METHODS, **COHORT_METHODS}
 
 
-def list_methods() -> list[str]:
-    """The method names `get_objective` and the zoo's `method=` accept."""
-    return sorted(METHODS)
+def list_methods(kind: str = "multi_exit") -> list[str]:
+    """The method names for one multi-exit network (`kind="multi_exit"`: what the zoo's
+    `method=` accepts) or for a cohort of networks (`kind="cohort"`)."""
+    if kind not in ("multi_exit", "cohort"):
+        raise ValueError(f"Unknown kind '{kind}'. Valid: multi_exit, cohort.")
+    return sorted(METHODS if kind == "multi_exit" else COHORT_METHODS)
 
 
 def get_objective(method: str | Objective | None = "byot", preset: str | None = None,
@@ -71,24 +96,26 @@ def get_objective(method: str | Objective | None = "byot", preset: str | None = 
                 "give one or the other."
             )
         return method
-    method = method or "byot"
-    if method not in METHODS:
+    return _method_class(method or "byot")(preset, **options)
+
+
+def _method_class(method: str) -> type[Objective]:
+    if method not in _ALL:
         raise ValueError(
-            f"Unknown method '{method}'. Valid methods: {', '.join(list_methods())}."
+            f"Unknown method '{method}'. Valid methods: {', '.join(list_methods())}; for a "
+            f"cohort of networks: {', '.join(list_methods('cohort'))}."
         )
-    return METHODS[method](preset, **options)
+    return _ALL[method]
 
 
 def method_options(method: str) -> dict[str, dict]:
     """Every preset of `method` with its options and values."""
-    if method not in METHODS:
-        raise ValueError(
-            f"Unknown method '{method}'. Valid methods: {', '.join(list_methods())}."
-        )
-    return {name: dict(values) for name, values in METHODS[method].PRESETS.items()}
+    return {name: dict(values) for name, values in _method_class(method).PRESETS.items()}
 
 
 __all__ = [
+    "COHORT_METHODS", "CohortObjective", "DMLLoss", "MultistructureLoss", "discontinuous_weight",
+    "dml_loss", "ensemble_teacher", "multistructure_loss",
     "BYOTLoss", "CELoss", "DeepSupervisionLoss", "EEDLoss", "FEATURE_REDUCTIONS", "KD_FORMS",
     "METHODS", "MSDLoss", "Objective", "PRESETS", "SDNLoss", "TERMS", "byot_loss",
     "cosine_anneal", "cross_entropy", "distillation", "eed_loss", "feature_distance",

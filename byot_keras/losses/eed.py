@@ -62,7 +62,7 @@ def eed_loss(
     Example:
         >>> import numpy as np
         >>> logits = [np.zeros((2, 3), "float32"), np.eye(2, 3, dtype="float32")]
-        >>> round(float(eed_loss(np.array([0, 1]), logits)["output"]), 4)
+        >>> round(float(eed_loss(np.array([0, 1]), logits, feature_weight=0.0)["output"]), 4)
         0.1667
     """
     if output_form not in OUTPUT_FORMS:

@@ -8,31 +8,15 @@ loop (callbacks, distribution, `steps_per_execution`) stays untouched.
 
 from __future__ import annotations
 
-import inspect
-
 import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
-
-
-def _num_replicas() -> int:
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.distribute.get_strategy().num_replicas_in_sync
-    return 1
-
-
-def _cross_replica_sum(value):
-    """Sum of a scalar over the replicas of the current tf.distribute replica context."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-    return value
+from byot_keras.training.schedule import (
+    ScheduledModel,
+    cross_replica_sum,
+    per_replica_share,
+)
 
 
 def resolve_objective(objective=None, method: str | None = None, options: dict | None = None
@@ -66,25 +50,8 @@ def resolve_objective(objective=None, method: str | None = None, options: dict |
     return losses_lib.get_objective(method or "byot", preset, **options)
 
 
-class _EpochClock(keras.callbacks.Callback):
-    """Tells the model which epoch of how many is running, for scheduled loss weights
-    (MSD's beta, SDN's ramp). `on_epoch_begin` receives the absolute epoch, so resumed
-    runs (`initial_epoch`, BackupAndRestore) continue the schedule where it stopped."""
-
-    def __init__(self, model: SelfDistillationModel, total_epochs: int):
-        super().__init__()
-        self._target = model
-        self._total = total_epochs
-
-    def on_train_begin(self, logs=None):
-        self._target.schedule_total_epochs.assign(float(self._total))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._target.schedule_epoch.assign(float(epoch))
-
-
 @keras.saving.register_keras_serializable(package="byot_keras")
-class SelfDistillationModel(keras.Model):
+class SelfDistillationModel(ScheduledModel):
     """Trains every exit of a multi-exit network at once with a self-distillation loss.
 
     Args:
@@ -133,6 +100,12 @@ class SelfDistillationModel(keras.Model):
             )
         self.network = network
         self.objective = resolve_objective(objective, method, kwargs)
+        if isinstance(self.objective, losses_lib.CohortObjective):
+            raise ValueError(
+                f"'{self.objective.method}' trains a cohort of networks: use "
+                "byot_keras.training.CohortModel. Methods for one multi-exit network: "
+                f"{', '.join(losses_lib.list_methods())}."
+            )
         self.exit_names = [f"exit_{k}" for k in range(1, num_exits + 1)]
         self.num_classes = int(network.output[self.exit_names[-1]].shape[-1])
 
@@ -153,11 +126,7 @@ class SelfDistillationModel(keras.Model):
                     "deepest width."
                 )
 
-        if self.objective.scheduled:
-            self.schedule_epoch = self.add_weight(
-                shape=(), initializer="zeros", trainable=False, name="schedule_epoch")
-            self.schedule_total_epochs = self.add_weight(
-                shape=(), initializer="ones", trainable=False, name="schedule_total_epochs")
+        self.track_schedule(self.objective)
         self.term_trackers = [keras.metrics.Mean(name=f"{t}_loss")
                               for t in self.objective.TERMS]
         self.exit_accuracy = [
@@ -188,21 +157,6 @@ class SelfDistillationModel(keras.Model):
             )
         super().compile(optimizer=optimizer, **kwargs)
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`; for a scheduled method it also keeps the model's epoch
-        counter in step with the run (see the class docstring)."""
-        if self.objective.scheduled:
-            bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            callbacks = bound.arguments["callbacks"]
-            if isinstance(callbacks, keras.callbacks.CallbackList):
-                callbacks.append(_EpochClock(self, bound.arguments["epochs"]))
-            else:
-                callbacks = [*(callbacks or []), _EpochClock(self, bound.arguments["epochs"])]
-            bound.arguments["callbacks"] = callbacks
-            return super().fit(*bound.args[1:], **bound.kwargs)
-        return super().fit(*args, **kwargs)
-
     def compile_from_config(self, config):
         # Keras skips compile() on load when compile is overridden; ours is safe to call.
         self.compile(**keras.saving.deserialize_keras_object(config))
@@ -216,19 +170,14 @@ class SelfDistillationModel(keras.Model):
             y_pred = dict(y_pred)
             for k, adapter in zip(self._feature_exits, self.adapters):
                 y_pred[f"feature_{k}"] = adapter(y_pred[f"feature_{k}"])
-        progress = {}
-        if self.objective.scheduled:
-            progress = {"epoch": self.schedule_epoch, "total_epochs": self.schedule_total_epochs}
         terms = self.objective.terms(y, y_pred, sample_weight, training=training,
-                                     cross_replica_sum=_cross_replica_sum, **progress)
+                                     cross_replica_sum=cross_replica_sum, **self.progress())
         for tracker, term in zip(self.term_trackers, self.objective.TERMS):
             tracker.update_state(terms[term])
         total = terms["loss"]
         if self.losses:
             total = total + ops.sum(self.losses)
-        # Each replica returns its share; Keras sums the replicas' gradients.
-        replicas = _num_replicas()
-        return total / replicas if replicas > 1 else total
+        return per_replica_share(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         labels = losses_lib.sparse_labels(y, self.num_classes)
