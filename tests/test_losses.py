@@ -453,7 +453,7 @@ def test_bad_exit_choice(option, value):
 
 
 def test_other_bad_values():
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a number > 0"):
         BYOTLoss("paper", temperature=0.0)
     with pytest.raises(ValueError, match="no features"):
         byot_loss(LABEL_IDS, LOGITS, None)

@@ -323,10 +323,13 @@ def test_registry_lists_and_builds_the_new_families():
            "resnext29_16x64d_byot", "resnext50_32x4d_byot"}
     assert new <= set(zoo.list_models())
     assert new <= set(zoo.__all__)
-    assert zoo.list_models("wrn*") == ["wrn16_4_byot", "wrn28_10_byot", "wrn44_8_byot"]
+    assert zoo.list_models("wrn*_byot") == ["wrn16_4_byot", "wrn28_10_byot", "wrn44_8_byot"]
+    # Each multi-exit model has its plain single-exit form under the name without _byot.
+    assert zoo.list_models("wrn*") == ["wrn16_4", "wrn16_4_byot", "wrn28_10", "wrn28_10_byot",
+                                       "wrn44_8", "wrn44_8_byot"]
     for name in new:
         builder = zoo.get_model_builder(name)
         assert builder is getattr(zoo, name)
         assert builder.__doc__ and "Returns" in builder.__doc__
     with pytest.raises(ValueError, match="Did you mean: .*wrn28_10_byot"):
-        zoo.create_model("wrn28_10")
+        zoo.create_model("wrn28_10byot")

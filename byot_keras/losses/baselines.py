@@ -105,7 +105,8 @@ class SDNLoss(Objective):
     Options: `final_weights` (None: :func:`sdn_final_weights`, one per shallow exit),
     `start_weight` (0.01), `ramp_epochs` (None: the whole run, fit's `epochs`; or
     `total_epochs` if set), `deepest_ce_weight` (1). The start value and the ramp length
-    are our documented choice; the paper gives the final weights.
+    are our documented choice; the paper gives the final weights. Epochs count from 0
+    (Keras), so the ramp starts one epoch later than code that counts from 1.
 
     Example:
         >>> [round(float(w), 3) for w in SDNLoss().schedule(5, 10, num_exits=4)["weights"]]

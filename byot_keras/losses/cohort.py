@@ -25,6 +25,7 @@ from keras import ops
 from byot_keras.losses.core import (
     Objective,
     batch_mean,
+    check_temperature,
     cross_entropy,
     distillation,
     zero_like,
@@ -42,6 +43,7 @@ def ensemble_teacher(member_logits: Sequence, temperature: float, aggregate: str
     Stop-gradient."""
     if aggregate not in AGGREGATES:
         raise ValueError(f"Unknown aggregate '{aggregate}'. Valid: {', '.join(AGGREGATES)}.")
+    check_temperature(temperature)
     chosen = [z for index, z in enumerate(member_logits) if index != exclude]
     stacked = ops.stack([ops.stop_gradient(z) for z in chosen])
     if aggregate == "logits":
@@ -90,7 +92,8 @@ def multistructure_loss(labels, member_logits: Sequence, *, sample_weight=None,
 
 def dml_loss(labels, member_logits: Sequence, *, sample_weight=None, temperature: float = 1.0,
              distill: bool = True) -> dict:
-    """Deep Mutual Learning, summed over members; peers are stop-gradient.
+    """Deep Mutual Learning, summed over members; peers are stop-gradient. The KL carries
+    no T^2 factor (the formula in ../shared/docs/methods.md uses T = 1).
 
     Example:
         >>> import numpy as np

@@ -58,6 +58,7 @@ def distillation(student_logits, teacher_logits, temperature: float, form: str =
     """
     if form not in KD_FORMS:
         raise ValueError(f"Unknown kd_form '{form}'. Valid forms: {', '.join(KD_FORMS)}.")
+    check_temperature(temperature)
     if detach_teacher:
         teacher_logits = ops.stop_gradient(teacher_logits)
     teacher = teacher_logits / temperature
@@ -71,6 +72,12 @@ def distillation(student_logits, teacher_logits, temperature: float, form: str =
     if temperature_squared:
         values = values * (temperature ** 2)
     return values
+
+
+def check_temperature(temperature) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or (
+            temperature <= 0):
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}.")
 
 
 def feature_distance(student, teacher, reduction: str = "frobenius",
@@ -180,10 +187,8 @@ class Objective:
             )
         unknown = sorted(set(overrides) - set(self.PRESETS[preset]))
         if unknown:
-            raise ValueError(
-                f"Unknown {self.method} option(s) {unknown}. Valid options: "
-                f"{', '.join(self.PRESETS[preset])}."
-            )
+            valid = ", ".join(self.PRESETS[preset]) or f"none ({self.method} takes no options)"
+            raise ValueError(f"Unknown {self.method} option(s) {unknown}. Valid options: {valid}.")
         self.preset = preset
         self.overrides = dict(overrides)
         self.config = {**self.PRESETS[preset], **overrides}
@@ -193,9 +198,8 @@ class Objective:
                     f"Unknown {option} '{self.config.get(option)}' for {self.method}. "
                     f"Valid: {', '.join(map(str, valid))}."
                 )
-        temperature = self.config.get("temperature")
-        if temperature is not None and temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if "temperature" in self.config:
+            check_temperature(self.config["temperature"])
         total = self.config.get("total_epochs")
         if total is not None and total <= 0:
             raise ValueError(f"total_epochs must be > 0 or None (fit's epochs), got {total}.")

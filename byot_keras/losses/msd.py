@@ -41,6 +41,7 @@ def msd_loss(
     temperature: float = 3.0,
     kd_temperature_squared: bool = False,
     detach_teacher: bool = True,
+    detach_feature_teacher: bool = False,
     beta=0.0,
     feature_reduction: str = "squared_sum",
     distill: bool = True,
@@ -55,8 +56,9 @@ def msd_loss(
             `beta` is not 0.
         alpha: weight of the all-to-all KL term; the CE sum gets `1 - alpha`.
         temperature, kd_temperature_squared: softening of the KL term.
-        detach_teacher: stop the gradient through the teacher side of every KL pair and
-            through `f_N` in the feature term.
+        detach_teacher: stop the gradient through the teacher side of every KL pair.
+        detach_feature_teacher: stop the gradient through `f_N` in the feature term (the
+            paper's formula has no stop-gradient there, hence False by default).
         beta: the feature term's weight at this point of training (a float or tensor;
             see :func:`byot_keras.losses.core.cosine_anneal`).
         feature_reduction: see :func:`byot_keras.losses.core.feature_distance`.
@@ -103,7 +105,7 @@ def msd_loss(
                     "the deepest width."
                 )
             feature = feature + feature_distance(student, features[-1], feature_reduction,
-                                                 cross_replica_sum, detach_teacher)
+                                                 cross_replica_sum, detach_feature_teacher)
         feature = ops.cast(beta, feature.dtype) * feature
     return {"loss": ce + kd + feature, "ce": ce, "kd": kd, "feature": feature}
 
@@ -112,10 +114,12 @@ def msd_loss(
 class MSDLoss(Objective):
     """MSD as a serializable objective (`method="msd"`).
 
-    Preset "default": alpha 0.1, T 3, KL without T^2, teacher side detached, beta
-    cosine-annealed from 0.01 to 0 over the run (`total_epochs`: None = fit's `epochs`),
-    squared L2 feature distance. Every value is our documented choice where the paper
-    is silent (alpha 0.1 and T 3 follow ../shared/docs/methods.md).
+    Preset "default": alpha 0.1, T 3, KL without T^2, the KL's teacher side detached, the
+    feature term as written (no stop-gradient on `f_N`), beta cosine-annealed from 0.01
+    to 0 over the run (`total_epochs`: None = fit's `epochs`), squared L2 feature
+    distance. Every value is our documented choice where the paper is silent (alpha 0.1
+    and T 3 follow ../shared/docs/methods.md). The feature term, like BYOT's, ignores
+    `sample_weight` (the CE and KL terms use it).
 
     Example:
         >>> loss = MSDLoss(alpha=0.2)
@@ -130,7 +134,7 @@ class MSDLoss(Objective):
     PRESETS = {
         "default": dict(
             alpha=0.1, temperature=3.0, kd_temperature_squared=False, detach_teacher=True,
-            beta_begin=0.01, beta_end=0.0, total_epochs=None,
+            detach_feature_teacher=False, beta_begin=0.01, beta_end=0.0, total_epochs=None,
             feature_reduction="squared_sum",
         ),
     }
@@ -154,6 +158,7 @@ class MSDLoss(Objective):
                 epoch, total_epochs) -> dict:
         beta = self.schedule(epoch, total_epochs)["beta"] if self.uses_features else 0.0
         options = {k: self.config[k] for k in ("alpha", "temperature", "kd_temperature_squared",
-                                               "detach_teacher", "feature_reduction")}
+                                               "detach_teacher", "detach_feature_teacher",
+                                               "feature_reduction")}
         return msd_loss(labels, logits, features, sample_weight=sample_weight, beta=beta,
                         distill=distill, cross_replica_sum=cross_replica_sum, **options)

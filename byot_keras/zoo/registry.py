@@ -10,7 +10,7 @@ import difflib
 import fnmatch
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 
@@ -18,14 +18,24 @@ _MODELS: dict[str, Callable[..., keras.Model]] = {}
 
 
 def _architecture_options(fn: Callable) -> set[str]:
-    """The keyword arguments `fn` (or the family builder it forwards to) understands."""
-    names = {n for n, p in inspect.signature(fn).parameters.items()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    family = getattr(fn, "family_builder", None)
-    if family is not None:  # its positional parameters are fixed by the variant
-        names |= {n for n, p in inspect.signature(family).parameters.items()
-                  if p.kind == p.KEYWORD_ONLY}
-    return names
+    """The keyword arguments `fn` understands, following the builders it wraps or forwards
+    to (`__wrapped__`, `family_builder`); a family builder's positional parameters are
+    fixed by the variant, so only its keyword-only ones count."""
+    names: set[str] = set()
+    seen: set[int] = set()
+    pending = [(fn, False)]
+    while pending:
+        target, is_family = pending.pop()
+        while target is not None and id(target) not in seen:
+            seen.add(id(target))
+            kinds = ((inspect.Parameter.KEYWORD_ONLY,) if is_family else
+                     (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
+            parameters = inspect.signature(target, follow_wrapped=False).parameters
+            names |= {n for n, p in parameters.items() if p.kind in kinds}
+            if getattr(target, "family_builder", None) is not None:
+                pending.append((target.family_builder, True))
+            target = getattr(target, "__wrapped__", None)
+    return names - {"method"}
 
 
 def with_method(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
@@ -82,6 +92,41 @@ def register_variant(fn_name: str, build: Callable[..., keras.Model], doc: str,
     builder.__module__ = build.__module__
     builder.family_builder = build
     return register_model(builder)
+
+
+def register_single_exit_variant(fn_name: str, build: Callable[..., keras.Model], doc: str,
+                                 *fixed_args) -> Callable[..., keras.Model]:
+    """Registers `fn_name`: the network of `build(*fixed_args, ...)` with no shallow exit,
+    so a model with the one output `exit_1`, the plain architecture.
+
+    A non-empty `exits` is refused, pointing to the multi-exit `<fn_name>_byot` builder.
+    """
+
+    @functools.wraps(build)  # keeps build's signature, which lists the accepted options
+    def build_single_exit(*args, exits: Sequence[int] | None = None, **kwargs):
+        if exits is not None and (not isinstance(exits, (list, tuple)) or len(exits) > 0):
+            raise ValueError(
+                f"{fn_name} is the single-exit network and takes no shallow exits (got "
+                f"exits={exits!r}); use {fn_name}_byot(exits=...) for a multi-exit model."
+            )
+        return build(*args, exits=(), **kwargs)
+
+    return register_variant(fn_name, build_single_exit, doc, *fixed_args)
+
+
+def register_plain_variant(multi_exit: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+    """Registers the single-exit form of a registered `<name>_byot` builder as `<name>`:
+    the plain architecture (one output, `exit_1`), e.g. `resnet18` beside `resnet18_byot`."""
+    multi_name = multi_exit.__name__
+    if not multi_name.endswith("_byot"):
+        raise ValueError(f"'{multi_name}' is not a multi-exit (_byot) builder.")
+    name = multi_name[: -len("_byot")]
+    doc = (f"Builds the plain single-exit network of `{multi_name}` (one output, `exit_1`; "
+           f"the baseline).\n\n    Takes the keywords of `{multi_name}` except `exits`.\n\n"
+           f"    Example:\n        >>> from byot_keras import zoo\n"
+           f"        >>> zoo.create_model('{name}', num_classes=10).exit_names\n"
+           f"        ['exit_1']\n")
+    return register_single_exit_variant(name, multi_exit, doc)
 
 
 def list_models(pattern: str = "*") -> list[str]:

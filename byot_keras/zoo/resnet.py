@@ -24,7 +24,7 @@ from byot_keras.zoo.common import (
     scaled,
 )
 from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_variant
+from byot_keras.zoo.registry import register_plain_variant, register_variant
 
 
 def basic_block(x, in_channels: int, filters: int, stride: int, *, name: str,
@@ -178,3 +178,8 @@ resnet34_byot = _register("resnet34_byot", "ResNet-34", basic_block, (3, 4, 6, 3
 resnet50_byot = _register("resnet50_byot", "ResNet-50", bottleneck_block, (3, 4, 6, 3))
 resnet101_byot = _register("resnet101_byot", "ResNet-101", bottleneck_block, (3, 4, 23, 3))
 resnet152_byot = _register("resnet152_byot", "ResNet-152", bottleneck_block, (3, 8, 36, 3))
+
+resnet18, resnet34, resnet50, resnet101, resnet152 = (
+    register_plain_variant(builder) for builder in
+    (resnet18_byot, resnet34_byot, resnet50_byot, resnet101_byot, resnet152_byot)
+)

@@ -30,7 +30,7 @@ from byot_keras.zoo.common import (
     scaled,
 )
 from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_model, register_variant
+from byot_keras.zoo.registry import register_model, register_plain_variant, register_variant
 from byot_keras.zoo.resnet import bottleneck_block, build_resnet, stem
 
 CIFAR_BLOCKS_PER_STAGE = (3, 3, 3)
@@ -204,3 +204,8 @@ def resnext50_32x4d_byot(
         groups=cardinality, width_per_group=base_width, sync_batchnorm=sync_batchnorm,
         objective=objective,
     )
+
+resnext29_8x64d, resnext29_16x64d, resnext50_32x4d = (
+    register_plain_variant(builder) for builder in
+    (resnext29_8x64d_byot, resnext29_16x64d_byot, resnext50_32x4d_byot)
+)

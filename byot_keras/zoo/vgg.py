@@ -35,7 +35,7 @@ from byot_keras.zoo.common import (
     scaled,
 )
 from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_variant
+from byot_keras.zoo.registry import register_plain_variant, register_variant
 
 # Convs per block for Simonyan & Zisserman's configurations A (11), B (13), D (16), E (19).
 VGG_CONFIGS = {
@@ -183,3 +183,6 @@ vgg11_byot = _register("vgg11_byot", "VGG-11 (configuration A)", "A")
 vgg13_byot = _register("vgg13_byot", "VGG-13 (configuration B)", "B")
 vgg16_byot = _register("vgg16_byot", "VGG-16 (configuration D)", "D")
 vgg19_byot = _register("vgg19_byot", "VGG-19 (configuration E)", "E")
+
+vgg11, vgg13, vgg16, vgg19 = (register_plain_variant(builder) for builder in
+                              (vgg11_byot, vgg13_byot, vgg16_byot, vgg19_byot))

@@ -30,7 +30,7 @@ from byot_keras.zoo.common import (
     scaled,
 )
 from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_model, register_variant
+from byot_keras.zoo.registry import register_model, register_plain_variant, register_variant
 
 STEM_CHANNELS = 16
 NUM_GROUPS = 3
@@ -257,3 +257,6 @@ wrn44_8_byot.__doc__ = f"""Builds the BYOT paper's "WideResNet44-8" (CIFAR, wide
         >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
         ['exit_1', 'exit_2', 'exit_3']
 """
+
+wrn16_4, wrn28_10, wrn44_8 = (register_plain_variant(builder) for builder in
+                              (wrn16_4_byot, wrn28_10_byot, wrn44_8_byot))
