@@ -4,6 +4,7 @@ It runs in a fresh process so that the CPU can be split into two logical devices
 TensorFlow initialises its devices. The last line of stdout is one JSON object.
 
     python tests/distribute_helper.py --resnet official [--resnet paper] [--toy-control]
+        [--methods]
 
 --resnet OBJECTIVE: `zoo.resnet18_byot(num_classes=10, width_multiplier=0.125,
     sync_batchnorm=True)` trained for 3 steps (SGD lr 0.1, momentum 0.9, batch 16,
@@ -14,6 +15,9 @@ TensorFlow initialises its devices. The last line of stdout is one JSON object.
     objective), once as shipped and once with the feature term's cross-replica sum
     switched off (each replica then uses its own half-batch Frobenius norm): shows that
     the comparison notices a wrong reduction.
+--methods: every other method (msd, eed, sdn, deep_supervision, ce; the cohort methods
+    multistructure and dml; teacher->student KD) on tiny dense networks with the zoo's
+    output contract: one device vs two replicas, 3 steps each.
 
 Numerics: float64 (keras floatx). In float32 this comparison cannot be tight: with this
 tiny ReLU network, merely permuting the examples inside a batch on one device changes
@@ -51,8 +55,13 @@ import numpy as np  # noqa: E402
 
 keras.config.set_floatx("float64")
 
-from byot_keras import training, zoo  # noqa: E402
-from byot_keras.training import SelfDistillationModel  # noqa: E402
+from byot_keras import zoo  # noqa: E402
+from byot_keras.training import (  # noqa: E402
+    CohortModel,
+    SelfDistillationModel,
+    TeacherDistillationModel,
+    self_distillation,
+)
 
 BATCH = 16
 STEPS = 3
@@ -67,8 +76,10 @@ def initial_weights(model, seed: int = 0) -> list[np.ndarray]:
     for variable in model.weights:
         name = variable.path.rsplit("/", 1)[-1]
         shape = tuple(variable.shape)
-        if name in ("gamma", "moving_variance"):
+        if name in ("gamma", "moving_variance", "schedule_total_epochs"):
             value = np.ones(shape)
+        elif not shape:  # other scalars: the schedule's epoch counter
+            value = np.zeros(shape)
         elif name in ("beta", "moving_mean", "bias"):
             value = np.zeros(shape)
         else:
@@ -138,17 +149,53 @@ def resnet_job(objective: str, strategy) -> dict:
     return result
 
 
-def toy_network(objective: str = "official"):
+def toy_network(objective: str = "official", method: str | None = None):
     """Four exits on a dense trunk, 6-d features, the zoo's output contract."""
     inputs = keras.Input((12,), name="x")
     outputs = {}
     trunk = inputs
     for k in range(1, 5):
         trunk = keras.layers.Dense(8, activation="tanh", name=f"trunk_{k}")(trunk)
-        feature = keras.layers.Dense(6, name=f"feature_{k}")(trunk)
+        feature = keras.layers.Dense(6, activation="relu", name=f"feature_{k}")(trunk)
         outputs[f"feature_{k}"] = feature
         outputs[f"exit_{k}"] = keras.layers.Dense(5, name=f"exit_{k}")(feature)
+    if method is not None:
+        return SelfDistillationModel(keras.Model(inputs, outputs), method=method)
     return SelfDistillationModel(keras.Model(inputs, outputs), objective=objective)
+
+
+def toy_single(prefix: str):
+    """A one-output dense classifier: a cohort member or a teacher."""
+    inputs = keras.Input((12,), name=f"{prefix}_x")
+    hidden = keras.layers.Dense(10, activation="tanh", name=f"{prefix}_hidden")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(5, name=f"{prefix}_logits")(hidden),
+                       name=prefix)
+
+
+METHOD_BUILDERS = {
+    **{m: (lambda m=m: toy_network(method=m))
+       for m in ("msd", "eed", "sdn", "deep_supervision", "ce")},
+    "multistructure": lambda: CohortModel([toy_single("a"), toy_single("b")],
+                                          method="multistructure"),
+    "dml": lambda: CohortModel([toy_single("a"), toy_single("b")], method="dml"),
+    "hinton_kd": lambda: TeacherDistillationModel(toy_single("teacher"),
+                                                  toy_network(method="byot"), alpha=0.5),
+}
+
+
+def methods_job(strategy) -> dict:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(BATCH * STEPS, 12))
+    y = rng.integers(0, 5, size=(BATCH * STEPS,)).astype("int32")
+    results = {}
+    for method, build in METHOD_BUILDERS.items():
+        initial = initial_weights(build())
+        reference, logs, names = train(build, initial, x, y)
+        mirrored, mirrored_logs, _ = train(build, initial, x, y, strategy)
+        results[method] = {"mirrored": compare(reference, mirrored, names),
+                           "moved": movement(initial, reference, names),
+                           "reference_logs": logs, "mirrored_logs": mirrored_logs}
+    return results
 
 
 def toy_control_job(strategy) -> dict:
@@ -160,12 +207,12 @@ def toy_control_job(strategy) -> dict:
     mirrored, _, _ = train(toy_network, initial, x, y, strategy)
     result = {"mirrored": compare(reference, mirrored, names),
               "moved": movement(initial, reference, names)}
-    original = training._cross_replica_sum
-    training._cross_replica_sum = lambda value: value
+    original = self_distillation.cross_replica_sum
+    self_distillation.cross_replica_sum = lambda value: value
     try:
         uncoupled, _, _ = train(toy_network, initial, x, y, strategy)
     finally:
-        training._cross_replica_sum = original
+        self_distillation.cross_replica_sum = original
     result["without_cross_replica_sum"] = compare(reference, uncoupled, names)
     return result
 
@@ -174,6 +221,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--resnet", action="append", default=[], metavar="OBJECTIVE")
     parser.add_argument("--toy-control", action="store_true")
+    parser.add_argument("--methods", action="store_true")
     args = parser.parse_args()
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -183,6 +231,8 @@ def main() -> None:
         results["resnet"][objective] = resnet_job(objective, strategy)
     if args.toy_control:
         results["toy_control"] = toy_control_job(strategy)
+    if args.methods:
+        results["methods"] = methods_job(strategy)
     print(json.dumps(results))
 
 

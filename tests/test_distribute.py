@@ -11,7 +11,8 @@ What is compared, per objective: a tiny BYOT ResNet-18 with synchronized BatchNo
 default strategy and inside MirroredStrategy(["/cpu:0", "/cpu:1"]). With the loss
 scaled per replica and the Frobenius feature term summed across replicas, both must
 end at the same weights. A control on a tiny dense network shows that the comparison
-catches a per-replica Frobenius norm.
+catches a per-replica Frobenius norm. Every other method (and the cohort and teacher
+models) is compared the same way on tiny dense networks.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ TIMEOUT = 900
 RTOL = 1e-4
 # The two resnet jobs run side by side (one per core); the toy control rides along.
 JOBS = {
-    "official": ["--resnet", "official"],
+    "official": ["--resnet", "official", "--methods"],
     "paper": ["--resnet", "paper", "--toy-control"],
 }
 
@@ -106,3 +107,13 @@ def test_per_replica_frobenius_norm_would_be_caught(reports):
     # Without the cross-replica sum each replica's norm covers half the batch: the
     # feature gradients shrink by about 1/sqrt(2) and the weights visibly drift.
     assert control["without_cross_replica_sum"]["max_rel_diff"] > 100 * RTOL, control
+
+
+@pytest.mark.parametrize("method", ["msd", "eed", "sdn", "deep_supervision", "ce",
+                                    "multistructure", "dml", "hinton_kd"])
+def test_every_method_under_mirrored_strategy_matches_single_device(reports, method):
+    result = _report(reports, "official")["methods"][method]
+    assert result["moved"]["max_abs_change"] > 1e-2, result["moved"]
+    assert result["mirrored"]["max_rel_diff"] <= RTOL, (method, result["mirrored"])
+    for term, value in result["reference_logs"].items():
+        assert result["mirrored_logs"][term] == pytest.approx(value, rel=1e-6), (method, term)

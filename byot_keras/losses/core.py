@@ -126,14 +126,16 @@ def zero_like(reference):
 def cosine_anneal(epoch, total_epochs, begin: float, end: float):
     """`end + (begin - end) / 2 * (1 + cos(pi * epoch / total_epochs))`: `begin` at
     epoch 0, `end` at `total_epochs` and after (MSD's beta). Works on floats and tensors."""
-    progress = ops.clip(ops.cast(epoch, "float32") / ops.maximum(total_epochs, 1.0), 0.0, 1.0)
+    total = ops.maximum(ops.cast(total_epochs, "float32"), 1.0)
+    progress = ops.clip(ops.cast(epoch, "float32") / total, 0.0, 1.0)
     return end + 0.5 * (begin - end) * (1.0 + ops.cos(math.pi * progress))
 
 
 def linear_ramp(epoch, ramp_epochs, final: float, start: float = 0.0):
     """`min(final, start + epoch * final / ramp_epochs)`: from `start` at epoch 0 up to
     `final` after `ramp_epochs` epochs (SDN's internal-classifier weights)."""
-    value = start + ops.cast(epoch, "float32") * final / ops.maximum(ramp_epochs, 1.0)
+    ramp = ops.maximum(ops.cast(ramp_epochs, "float32"), 1.0)
+    value = start + ops.cast(epoch, "float32") * final / ramp
     return ops.minimum(value, final)
 
 

@@ -8,7 +8,15 @@ import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
+from byot_keras.training.schedule import num_replicas
 from byot_keras.training.self_distillation import SelfDistillationModel
+
+
+class _GlobalMean(keras.metrics.Mean):
+    """Mean of a loss term that arrives scaled by 1 / replicas."""
+
+    def update_state(self, values, sample_weight=None):
+        return super().update_state(ops.multiply(values, num_replicas()), sample_weight)
 
 
 def _logits_model(model: keras.Model, role: str) -> keras.Model:
@@ -97,6 +105,11 @@ class TeacherDistillationModel(keras.distillation.Distiller):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.exit_names = list(exit_names)
+        # The Distiller logs its terms after Keras' per-replica loss scaling, so under N
+        # replicas they would read 1/N of the global batch's value; these trackers undo it.
+        self.student_loss_tracker = _GlobalMean(name="student_loss")
+        self.distillation_loss_tracker = _GlobalMean(name="distillation_loss")
+        self.total_loss_tracker = _GlobalMean(name="total_loss")
         self.exit_accuracy = [keras.metrics.SparseCategoricalAccuracy(name=f"{name}_accuracy")
                               for name in exit_names]
         self.ensemble_accuracy = keras.metrics.SparseCategoricalAccuracy(
