@@ -28,6 +28,8 @@ setup(
         "numpy>=1.26",
         # The embedded offline default data set (sklearn's digits) for the quickstart.
         "scikit-learn>=1.3",
+        # Plots: the early-exit threshold sweep and the training report.
+        "matplotlib>=3.7",
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16"],
