@@ -1,0 +1,578 @@
+"""The training loop of `byot-train`: data, model, strategy, checkpoints, resume, report.
+
+`train(config)` runs one `TrainConfig` to the end:
+
+- every setting is checked before training starts (names, data, batch vs replicas,
+  an output folder that holds a different run);
+- the model is built and compiled inside the `tf.distribute` strategy's scope;
+  `config.batch_size` is the *global* batch, split over the replicas; the loss is scaled
+  per replica by the model (see `SelfDistillationModel.compute_loss`);
+- after every epoch the weights and the optimizer state are saved atomically to
+  `<output_dir>/checkpoints/`; a new invocation with the same configuration resumes from
+  the last one. Each epoch's batches depend only on `(seed, epoch)`
+  (byot_keras.data.pipeline), so with `deterministic=True` a run killed and resumed ends
+  with the same weights as an uninterrupted one. The interrupted epoch is redone from
+  its start (work since the last epoch boundary is recomputed, not kept);
+- a non-finite loss stops the run with `TrainingDiverged`; the last good checkpoint is
+  kept (the diverged epoch is not saved);
+- at the end: `model.keras`, `report.json`, `report.png`, `log.csv`, TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from byot_keras.train.config import TrainConfig
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.json"
+CONFIG_FILE = "config.json"
+RUN_FILES = ("config.json", "log.csv", "report.json", "report.png", "model.keras")
+RUN_DIRS = (CHECKPOINT_DIR, "logs", "workers")
+EARLY_EXIT_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------------------------------
+# Strategy
+
+
+def select_strategy(name: str, devices=(), tpu: str | None = None):
+    """The `tf.distribute` strategy called `name` (see `config.STRATEGIES`).
+
+    "mirrored": all local GPUs (or `devices`, e.g. ["/cpu:0", "/cpu:1"]);
+    "multiworker": `MultiWorkerMirroredStrategy`, the cluster from `TF_CONFIG`;
+    "tpu": `TPUStrategy` on the TPU named `tpu` (default: the local/Cloud TPU VM).
+    Create it before any other TensorFlow work (collective ops are configured at start-up).
+    """
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(list(devices) or None)
+    if name == "multiworker":
+        _check_tf_config()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except Exception as error:
+            raise ValueError(f"--strategy tpu: no TPU could be reached (tpu={tpu!r}): "
+                             f"{error}") from error
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"Unknown strategy '{name}'. Valid: default, mirrored, multiworker, tpu.")
+
+
+def _check_tf_config() -> dict:
+    text = os.environ.get("TF_CONFIG")
+    example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}')
+    if not text:
+        raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable on "
+                         f"every worker, e.g. TF_CONFIG='{example}' (index 1 on the second).")
+    try:
+        tf_config = json.loads(text)
+        workers = tf_config["cluster"]["worker"]
+        task = tf_config["task"]
+        int(task["index"])
+        str(task["type"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"TF_CONFIG is not valid ({error}); expected e.g. '{example}'.") from error
+    if not isinstance(workers, list) or not workers:
+        raise ValueError(f"TF_CONFIG lists no workers; expected e.g. '{example}'.")
+    return tf_config
+
+
+def worker_role(strategy) -> tuple[bool, str]:
+    """(is this the chief?, a name for this worker). Single-process strategies: chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    task_id = getattr(resolver, "task_id", None)
+    if not task_type or task_type in ("chief", "tpu_worker") or resolver is None:
+        return True, "chief"
+    cluster = resolver.cluster_spec().as_dict()
+    is_chief = task_type == "worker" and task_id == 0 and "chief" not in cluster
+    return is_chief, f"{task_type}_{task_id}"
+
+
+def check_global_batch(batch_size: int, replicas: int) -> int:
+    """The per-replica batch; the global `batch_size` must split evenly."""
+    if batch_size % replicas:
+        raise ValueError(
+            f"--batch_size {batch_size} (the global batch) does not split evenly over "
+            f"{replicas} replicas; use a multiple of {replicas}, e.g. "
+            f"{max(replicas, batch_size // replicas * replicas)}.")
+    return batch_size // replicas
+
+
+# ---------------------------------------------------------------------------------------
+# Output folder
+
+
+def check_run_dir(run_dir: str, config: TrainConfig) -> None:
+    """Refuses an output folder holding a run with another configuration (unless
+    `config.overwrite`, which deletes that run's files)."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        if os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):
+            raise ValueError(f"'{run_dir}' holds checkpoints but no {CONFIG_FILE}: it is not a "
+                             "byot-train run folder. Choose another --output_dir.")
+        return
+    try:
+        with open(path) as f:
+            previous = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read {path} ({error}); choose another --output_dir or "
+                         "pass --overwrite.") from error
+    differences = config.differences(previous)
+    if not differences:
+        return
+    if config.overwrite:
+        clear_run_dir(run_dir)
+        return
+    listed = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in
+                       list(differences.items())[:6])
+    raise ValueError(f"--output_dir '{run_dir}' holds a different run ({listed}). Use another "
+                     "--output_dir, the same settings to resume it, or --overwrite to delete it.")
+
+
+def clear_run_dir(run_dir: str) -> None:
+    """Deletes the files a run writes (and nothing else) from `run_dir`."""
+    for name in RUN_FILES:
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+    for name in RUN_DIRS:
+        shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+
+
+def write_json_atomically(data, path: str) -> str:
+    """Writes `data` as JSON through a temporary file renamed over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(handle, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(model: keras.Model, directory: str, epoch: int, state: dict) -> str:
+    """Saves weights + optimizer state after `epoch` epochs. The weights go to a new
+    file, then `state.json` is switched to it atomically, then older files are removed:
+    a process killed at any moment leaves a complete checkpoint behind."""
+    os.makedirs(directory, exist_ok=True)
+    name = f"epoch_{epoch:04d}.weights.h5"
+    temporary = os.path.join(directory, f".tmp-{name}")
+    model.save_weights(temporary)
+    os.replace(temporary, os.path.join(directory, name))
+    write_json_atomically({**state, "epoch": epoch, "weights": name},
+                          os.path.join(directory, STATE_FILE))
+    for old in glob.glob(os.path.join(directory, "epoch_*.weights.h5")):
+        if os.path.basename(old) != name:
+            os.remove(old)
+    return os.path.join(directory, name)
+
+
+def restore_checkpoint(model: keras.Model, directory: str) -> dict:
+    """Loads the last checkpoint into `model` (built and compiled); returns its state
+    (`epoch`: completed epochs, 0 and nothing loaded when there is none)."""
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.exists(path):
+        return {"epoch": 0, "train_seconds": 0.0, "resumed": []}
+    with open(path) as f:
+        state = json.load(f)
+    weights = os.path.join(directory, state["weights"])
+    if not os.path.exists(weights):
+        raise ValueError(f"Checkpoint {path} refers to {weights}, which is missing; delete "
+                         f"'{directory}' to start over.")
+    if not model.optimizer.built:  # its variables must exist to receive the saved state
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(weights)
+    return state
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose running loss is NaN or infinite."""
+
+    def __init__(self):
+        super().__init__()
+        self.failure = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.failure = {"epoch": self._epoch + 1, "step": batch + 1, "loss": float(loss)}
+            self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves a checkpoint after every completed epoch whose loss is finite, with the
+    cumulative training time."""
+
+    def __init__(self, directory: str, guard: NonFiniteLossGuard, state: dict):
+        super().__init__()
+        self.directory = directory
+        self.guard = guard
+        self.state = dict(state)
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.guard.failure or loss is None or not np.isfinite(float(loss)):
+            return  # keep the last good checkpoint
+        self.state["train_seconds"] = (self.state.get("train_seconds", 0.0)
+                                       + time.perf_counter() - self._start)
+        save_checkpoint(self.model, self.directory, epoch + 1, self.state)
+
+
+def _trim_csv_log(path: str, completed_epochs: int) -> None:
+    """Keeps the CSV log's rows of the epochs the checkpoint holds (a killed run may have
+    logged an epoch whose checkpoint it did not finish)."""
+    if not os.path.exists(path):
+        return
+    if completed_epochs == 0:
+        os.remove(path)
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) < completed_epochs]
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=folder)
+    with os.fdopen(handle, "w", newline="") as f:
+        csv.writer(f).writerows([header, *body])
+    os.replace(temporary, path)
+
+
+def read_csv_log(path: str) -> list[dict]:
+    """The CSV log as a list of {column: float} rows (one per epoch)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [{k: _number(v) for k, v in row.items() if _number(v) is not None}
+                for row in csv.DictReader(f)]
+
+
+def _number(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):  # CSVLogger writes "NA" for metrics it did not get
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# Model and optimizer
+
+
+def known_methods() -> list[str]:
+    """The training methods `zoo.create_model(method=...)` accepts."""
+    from byot_keras import losses
+
+    list_methods = getattr(losses, "list_methods", None)
+    return list(list_methods()) if list_methods else ["byot"]
+
+
+def check_names(config: TrainConfig, registry: bool = True) -> None:
+    """Unknown model (when built from the `registry`) or method names raise before
+    anything is loaded."""
+    from byot_keras import zoo
+
+    if registry:
+        zoo.get_model_builder(config.model)
+    methods = known_methods()
+    if config.method not in methods:
+        raise ValueError(f"Unknown method '{config.method}'. Valid: {', '.join(methods)}.")
+
+
+def build_model(config: TrainConfig, num_classes: int, input_shape: tuple) -> keras.Model:
+    """The registry model with the configuration's options (call inside the scope)."""
+    from byot_keras import zoo
+
+    options = dict(num_classes=num_classes, input_shape=tuple(input_shape),
+                   width_multiplier=config.width_multiplier)
+    if config.sync_batchnorm:
+        options["sync_batchnorm"] = True
+    if config.method != "byot":  # the default: leaves builders without `method=` working
+        options["method"] = config.method
+    options.update(config.method_options)
+    return zoo.create_model(config.model, **options)
+
+
+def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
+    """L2 weight decay coupled to the gradient, as PyTorch's SGD(weight_decay=wd) applies
+    it (what the papers' numbers used): a loss of wd/2 * ||w||^2 on every trainable
+    variable, so each gradient gains wd * w before momentum. (Keras' own
+    `weight_decay=` is decoupled, applied outside the momentum, a weaker decay.)
+    The loss is part of `model.losses`, which the model adds and scales per replica."""
+    if weight_decay <= 0:
+        return
+    regularizer = keras.regularizers.L2(weight_decay / 2)
+    for variable in model.trainable_variables:
+        variable.regularizer = regularizer
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The schedule over optimizer steps: "step" (x lr_decay at each milestone epoch),
+    "cosine" (to 0 over the run) or "constant"."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.lr, config.epochs * steps_per_epoch)
+    milestones = config.milestone_epochs()
+    if not milestones:
+        return config.lr
+    # PiecewiseConstantDecay switches when step > boundary; the optimizer passes the
+    # number of steps already taken, so the first step of epoch e sees e * steps.
+    boundaries = [e * steps_per_epoch - 1 for e in milestones]
+    values = [config.lr * config.lr_decay ** k for k in range(len(milestones) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    return keras.optimizers.SGD(learning_rate(config, steps_per_epoch),
+                                momentum=config.momentum, nesterov=config.nesterov)
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) -> dict:
+    """Trains (or resumes) `config` to the end; returns the report (also written to
+    `<output_dir>/report.json`).
+
+    Args:
+        config: the run.
+        strategy: a `tf.distribute` strategy to use instead of `config.strategy`'s.
+        callbacks: more Keras callbacks.
+        model_fn: `model_fn(num_classes=..., input_shape=...)` builds the model instead of
+            the zoo registry: any model with `SelfDistillationModel`'s interface (outputs
+            `exit_k` logits, `exit_names`, `exit_costs()`); `config.model` then only
+            names it.
+
+    Raises ValueError for bad settings or data (before training), TrainingDiverged when
+    the loss becomes non-finite.
+
+    Example:
+        >>> from byot_keras.train import make_config
+        >>> config = make_config("digits_quick", epochs=1, width_multiplier=0.125,
+        ...                      output_dir="/tmp/doc_train", overwrite=True, verbose="0")
+        >>> report = train(config)
+        >>> sorted(report["accuracy"])
+        ['ensemble', 'exit_1', 'exit_2', 'exit_3', 'exit_4']
+    """
+    config.validate()
+    check_names(config, registry=model_fn is None)
+    if strategy is None:  # first: collective ops must be configured before other TF work
+        strategy = select_strategy(config.strategy, config.devices, config.tpu)
+    replicas = int(strategy.num_replicas_in_sync)
+    check_global_batch(config.batch_size, replicas)
+    is_chief, worker = worker_role(strategy)
+    # Workers other than the chief keep their own folder: they may not share a disk.
+    run_dir = config.output_dir if is_chief else os.path.join(config.output_dir, "workers",
+                                                              worker)
+    check_run_dir(run_dir, config)
+
+    import tensorflow as tf
+
+    from byot_keras.data import pipeline
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    source = pipeline.load_source(
+        config.dataset, config.data_dir, download=config.download, image_size=config.image_size,
+        train_examples=config.train_examples, test_examples=config.test_examples,
+        validation_split=config.validation_split, seed=config.seed,
+        verify_images=config.verify_images)
+    steps = pipeline.steps_per_epoch(source.num_train, config.batch_size)
+
+    with strategy.scope():
+        if model_fn is None:
+            model = build_model(config, source.num_classes, source.image_shape)
+        else:
+            model = model_fn(num_classes=source.num_classes, input_shape=source.image_shape)
+        add_weight_decay(model, config.weight_decay)
+        model.compile(optimizer=make_optimizer(config, steps))
+        model.optimizer.build(model.trainable_variables)
+        multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if multiworker:
+            _work_around_keras_multiworker_bugs(model)
+        checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+        state = restore_checkpoint(model, checkpoint_dir)
+    initial_epoch = int(state["epoch"])
+    if initial_epoch:
+        state["resumed"] = [*state.get("resumed", []), initial_epoch]
+    write_json_atomically(config.to_dict(), os.path.join(run_dir, CONFIG_FILE))
+
+    dtype = keras.config.floatx()
+    train_data = pipeline.training_dataset(
+        source, config.batch_size, seed=config.seed, augment=config.augment,
+        epochs=config.epochs, initial_epoch=initial_epoch, cache=config.cache,
+        shuffle_buffer=config.shuffle_buffer, dtype=dtype)
+    eval_data = pipeline.evaluation_dataset(source, config.eval_batch_size, dtype=dtype)
+
+    guard = NonFiniteLossGuard()
+    csv_path = os.path.join(run_dir, "log.csv")
+    _trim_csv_log(csv_path, initial_epoch)
+    all_callbacks = [
+        guard,
+        keras.callbacks.CSVLogger(csv_path, append=True),
+        EpochCheckpoint(checkpoint_dir, guard, state),
+        *callbacks,
+    ]
+    verbose = _verbosity(config.verbose) if is_chief else 0
+    if _tensorboard_installed():
+        all_callbacks.insert(1, keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+                                                            write_graph=False))
+    elif verbose:
+        print("TensorBoard logs skipped: the tensorboard package is not installed.")
+    if initial_epoch and verbose:
+        print(f"Resuming {run_dir} after epoch {initial_epoch} of {config.epochs}.")
+    if initial_epoch < config.epochs:
+        model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps, validation_data=eval_data,
+                  validation_freq=config.validation_freq, callbacks=all_callbacks,
+                  shuffle=False, verbose=verbose)  # the pipeline shuffles
+    if guard.failure:
+        failure = guard.failure
+        kept = _read_state(checkpoint_dir).get("epoch", 0)
+        raise TrainingDiverged(
+            f"The training loss became {failure['loss']} at epoch {failure['epoch']}, step "
+            f"{failure['step']}: training stopped. The last good checkpoint (after epoch "
+            f"{kept}) is kept in '{checkpoint_dir}'. Try a lower --lr (now {config.lr}) in a "
+            "new --output_dir, and check the data for NaN/inf values.")
+    state = _read_state(checkpoint_dir)
+    return finish(model, config, source, eval_data, run_dir, strategy, state,
+                  multiworker=multiworker)
+
+
+def _work_around_keras_multiworker_bugs(model: keras.Model) -> None:
+    """Two Keras 3.15 bugs break `fit` under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585, open; tensorflow/tensorflow#72388); both are patched on this
+    model instance only:
+
+    1. `fit`/`evaluate` first average one batch across workers with
+       `strategy.reduce("MEAN", (x, y))`, which fails for a tuple of per-replica values,
+       only to build the model, metrics and optimizer symbolically. Ours are built
+       already (the optimizer explicitly), so the step is skipped.
+    2. Each step's logs are averaged with `strategy.reduce("MEAN", v, axis=0)`, which
+       fails for the scalar metric values. The steps return them with shape (1,); the
+       values are already synchronised, so the mean across workers is the value. (Epoch
+       logs are read from the metrics themselves and stay scalars.)
+    """
+    from keras import ops
+
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    def with_vector_logs(step):
+        def wrapped(data):
+            return {name: ops.reshape(value, (1,)) for name, value in step(data).items()}
+        return wrapped
+
+    model.train_step = with_vector_logs(model.train_step)
+    model.test_step = with_vector_logs(model.test_step)
+
+
+def _tensorboard_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _read_state(checkpoint_dir: str) -> dict:
+    path = os.path.join(checkpoint_dir, STATE_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _verbosity(verbose: str) -> int:
+    if str(verbose) == "auto":
+        return 1 if sys.stdout.isatty() else 2  # a progress bar only on a terminal
+    return int(verbose)
+
+
+def evaluate_exits(model: keras.Model, eval_data, *, early_exit: bool = True) -> dict:
+    """Per-exit and ensemble (mean of the exits' logits) top-1 accuracy of `model` on the
+    batched `(images, labels)` in `eval_data`, and the early-exit table.
+
+    With `early_exit` the logits are gathered on this process (`predict`) and both are
+    computed from them; otherwise (e.g. under MultiWorkerMirroredStrategy, whose
+    `predict` does not return every worker's logits) `evaluate`'s metrics are used and
+    the table is None."""
+    if not early_exit:
+        metrics = model.evaluate(eval_data, verbose=0, return_dict=True)
+        accuracy = {name: float(metrics[f"{name}_accuracy"]) for name in model.exit_names}
+        accuracy["ensemble"] = float(metrics["ensemble_accuracy"])
+        return {"accuracy": accuracy, "early_exit": None}
+    from byot_keras.inference import early_exit_curve
+
+    logits = model.predict(eval_data, verbose=0)
+    labels = np.concatenate([y for _, y in eval_data.as_numpy_iterator()])
+    accuracy = {name: float(np.mean(np.argmax(logits[name], -1) == labels))
+                for name in model.exit_names}
+    ensemble = np.mean([logits[name] for name in model.exit_names], axis=0)
+    accuracy["ensemble"] = float(np.mean(np.argmax(ensemble, -1) == labels))
+    costs = [c["cascade_macs"] for c in model.exit_costs()]
+    curve = early_exit_curve(logits, labels, list(EARLY_EXIT_THRESHOLDS), answer_costs=costs)
+    return {"accuracy": accuracy, "early_exit": curve}
+
+
+def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy, state: dict,
+           multiworker: bool = False) -> dict:
+    """Final evaluation, model.keras, report.json / report.png; returns the report."""
+    from byot_keras.saving import save_model_atomically
+    from byot_keras.train import report as report_lib
+
+    # The early-exit table needs every logit on one process: not under multiworker.
+    evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker)
+    model_file = save_model_atomically(model, os.path.join(run_dir, "model.keras"))
+    training = {
+        "epochs_completed": int(state.get("epoch", 0)),
+        "train_seconds": round(float(state.get("train_seconds", 0.0)), 1),
+        "resumed_after_epochs": state.get("resumed", []),
+        "steps_per_epoch": source.num_train // config.batch_size,
+        "global_batch_size": config.batch_size,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "strategy": config.strategy,
+        "history": read_csv_log(os.path.join(run_dir, "log.csv")),
+    }
+    report = report_lib.build_report(
+        model=model, config=config.to_dict(), data=source.describe(), evaluation=evaluation,
+        training=training, model_file=model_file)
+    report_lib.write_report(report, run_dir)
+    return report
