@@ -5,6 +5,10 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
+TFLITE = ["ai-edge-litert>=1.0"]
+# Quantization-aware training and pruning (byot-qat, byot-prune): tfmot works on tf_keras
+# (Keras 2) models only, and tf_keras must match TensorFlow's minor version.
+COMPRESS = ["tf_keras~=2.21.0", "tensorflow-model-optimization>=0.8"]
 
 setup(
     name="byot-keras",
@@ -30,16 +34,24 @@ setup(
         "scikit-learn>=1.3",
         # Plots: the early-exit threshold sweep and the training report.
         "matplotlib>=3.7",
+        # byot-train's event logs (keras.callbacks.TensorBoard).
+        "tensorboard>=2.16",
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "tflite": ["ai-edge-litert>=1.0"],
-        "test": ["pytest>=8", "ruff>=0.5"],
+        "tflite": TFLITE,
+        "compress": COMPRESS,
+        # The suite covers every extra, two test processes at a time.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5", *TFLITE, *COMPRESS],
     },
     entry_points={
         "console_scripts": [
             "byot-quickstart=byot_keras.quickstart:run",
             "byot-export=byot_keras.export.cli:run",
+            "byot-train=byot_keras.train.cli:run",
+            "byot-eval=byot_keras.train.evaluate:run",
+            "byot-qat=byot_keras.compress.cli:run_qat",
+            "byot-prune=byot_keras.compress.cli:run_prune",
         ],
     },
     classifiers=[
