@@ -58,7 +58,8 @@ def exported(trained, cifar, tmp_path_factory):
     floats = export_tflite(model, folder / "float32", eval_data=eval_data,
                            normalization=CIFAR_NORMALIZATION)
     ints = export_tflite(model, folder / "int8", quantizations=["int8"], cascade=False,
-                         representative_data=x_train[:200], eval_data=eval_data)
+                         multi_signature=False, representative_data=x_train[:200],
+                         eval_data=eval_data)
     return folder, floats, ints
 
 
@@ -93,19 +94,42 @@ def test_chained_cascade_segments_reproduce_the_keras_exits(trained, cifar, expo
     assert k == model.num_exits
 
 
+def test_multi_signature_file_matches_keras_and_shares_weights(trained, cifar, exported):
+    model, _ = trained
+    _, (x_test, _) = cifar
+    folder, manifest, _ = exported
+    multi = manifest["multi_signature"]["files"]["float32"]
+    images = x_test[:200]
+    expected = model.predict(images, verbose=0)
+    for name in manifest["multi_signature"]["signatures"]:
+        got = LiteRTModel(folder / "float32" / multi["file"], signature=name).predict(
+            image=images)["logits"]
+        scale = np.abs(expected[name]).max()
+        assert np.abs(got - expected[name]).max() <= 1e-4 * scale, name
+    exit_bytes = [entry["files"]["float32"]["bytes"] for entry in manifest["exits"]]
+    print(f"model.tflite {multi['bytes']:,} bytes; exit files {exit_bytes}")
+    assert multi["bytes"] < sum(exit_bytes)
+
+
 def test_int8_files_agree_with_the_float_model_and_are_much_smaller(exported):
     _, floats, ints = exported
+    agreements = []
     for float_entry, int_entry in zip(floats["exits"], ints["exits"]):
         f32, i8 = float_entry["files"]["float32"], int_entry["files"]["int8"]
         print(f"{float_entry['exit']}: {f32['bytes']:,} -> {i8['bytes']:,} bytes, "
               f"top-1 agreement {i8['agreement_with_keras']:.3f}, accuracy "
               f"{f32['accuracy']:.3f} -> {i8['accuracy']:.3f}")
-        # This 3-epoch model is ~30 % accurate, so many top-2 logits are close and
-        # int8's rounding flips them: shallow exits agree on ~94-97 % (every layer's
-        # error is at the int8 noise floor, rmse/scale ~0.29, per TFLite's
-        # QuantizationDebugger). The deepest exit must meet the 97 % target.
-        assert i8["agreement_with_keras"] >= 0.92, (float_entry["exit"], i8)
-    assert ints["exits"][-1]["files"]["int8"]["agreement_with_keras"] >= 0.97
+        agreements.append(i8["agreement_with_keras"])
+    # Each head has an attention mask (one separable conv: two depthwise -> 1x1 pairs)
+    # and one separable conv per later section; exits hang off sections 1, 2, 3 of 4.
+    assert ints["calibration"]["int8_equalized_layer_pairs"] == (2 + 6) + (2 + 4) + (2 + 2)
+    assert ints["calibration"]["int8_float_classifier"] is True
+    # This 3-epoch model is ~30 % accurate: the median top-2 logit gap of exit 1 is
+    # ~0.14, so int8 noise flips some answers. Measured on these 500 images: 0.968,
+    # 0.984, 0.982, 0.984 (without the float classifier and equalization: 0.954, 0.970,
+    # 0.944, 0.978).
+    assert min(agreements) >= 0.96, agreements
+    assert np.mean(agreements) >= 0.97 and agreements[-1] >= 0.97, agreements
     deepest_ratio = floats["exits"][-1]["files"]["float32"]["bytes"] / \
         ints["exits"][-1]["files"]["int8"]["bytes"]
     assert deepest_ratio > 3.3, deepest_ratio  # ~4x for weights, minus fixed overhead

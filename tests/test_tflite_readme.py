@@ -1,16 +1,26 @@
-"""tflite/README.md against a fresh export of its reference model: every file, tensor
-name, shape and dtype of its tensor table, every manifest field of its manifest table,
-and every name its Kotlin code looks up must be what the exporter writes."""
+"""tflite/README.md against a fresh export of its reference model: every file, signature,
+tensor name, shape and dtype of its tensor table, every manifest field of its manifest
+table, and every name its Kotlin code looks up must be what the exporter writes. The same
+export checks the multi-signature `model.tflite` against the Keras exits (real images:
+test_cifar10.py)."""
 
 import re
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
-from byot_keras.export import QUANTIZATIONS, LiteRTModel, export_tflite, read_manifest
+from byot_keras.export import (
+    QUANTIZATIONS,
+    LiteRTModel,
+    export_tflite,
+    operator_names,
+    read_manifest,
+)
 from byot_keras.export.readme_tables import (
-    export_files,
+    MANIFEST_FIELDS,
+    export_signatures,
     generated_block,
     manifest_paths,
     reference_model,
@@ -20,11 +30,18 @@ README = Path(__file__).resolve().parents[1] / "tflite" / "README.md"
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
+def exported(tmp_path_factory):
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("readme") / "export"
-    export_tflite(reference_model(), folder)  # float32, every exit file and the cascade
-    return folder
+    model = reference_model()
+    # float32: every exit file, the cascade and the multi-signature model.tflite
+    export_tflite(model, folder)
+    return model, folder
+
+
+@pytest.fixture(scope="module")
+def export_dir(exported):
+    return exported[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +58,22 @@ def _table_rows(block: str) -> list[list[str]]:
 def test_tensor_table_matches_the_files(export_dir, readme):
     manifest = read_manifest(export_dir)
     rows = _table_rows(generated_block(readme, "tensors"))
-    assert {row[0] for row in rows} == set(export_files(manifest, "float32"))
+    expected = set(export_signatures(manifest, "float32"))
+    assert ("model.tflite", "exit_1") in expected
+    assert {(row[0], row[1]) for row in rows} == expected
     documented = {}
-    for file, direction, name, shape, dtype in rows:
-        documented.setdefault(file, set()).add((direction, name))
-        runner = LiteRTModel(export_dir / file)
+    for file, signature, direction, name, shape, dtype in rows:
+        documented.setdefault((file, signature), set()).add((direction, name))
+        runner = LiteRTModel(export_dir / file, signature=signature)
         details = runner.input_details if direction == "input" else runner.output_details
-        assert name in details, (file, direction, name, list(details))
+        assert name in details, (file, signature, direction, name, list(details))
         assert [int(d) for d in details[name]["shape"]] == [
             int(d) for d in re.findall(r"\d+", shape)], (file, name)
         assert details[name]["dtype"].__name__ == dtype, (file, name)
-    for file, tensors in documented.items():  # nothing in a file left out of the table
-        runner = LiteRTModel(export_dir / file)
+    for (file, signature), tensors in documented.items():  # nothing left out of the table
+        runner = LiteRTModel(export_dir / file, signature=signature)
+        assert runner.signature_names == ([signature] if signature == manifest["signature"]
+                                          else manifest["multi_signature"]["signatures"])
         assert tensors == ({("input", n) for n in runner.input_names}
                            | {("output", n) for n in runner.output_names}), file
 
@@ -62,23 +83,47 @@ def test_manifest_table_lists_every_field(export_dir, readme):
     rows = _table_rows(generated_block(readme, "manifest"))
     documented = {row[0]: row[2] for row in rows}
     assert set(present) <= set(documented), set(present) - set(documented)
+    conditional = {path for path, _, condition in MANIFEST_FIELDS if condition}
     for path, example in documented.items():
-        assert path in present or example.startswith("written only"), path
+        # Fields of a float32-only export are always there; the rest (int8 calibration,
+        # accuracies, latency) only under their documented condition.
+        assert path in present or example.startswith("written only") or (
+            path in conditional), path
 
 
 def test_kotlin_code_uses_only_real_names(export_dir, readme):
     manifest = read_manifest(export_dir)
-    tensor_names = set()
-    for file in export_files(manifest, "float32"):
-        runner = LiteRTModel(export_dir / file)
+    tensor_names, signatures = set(), set()
+    for file, signature in export_signatures(manifest, "float32"):
+        runner = LiteRTModel(export_dir / file, signature=signature)
         tensor_names |= set(runner.input_names) | set(runner.output_names)
+        signatures.add(signature)
     manifest_keys = {part.split("[")[0] for path in manifest_paths(manifest)
                      for part in path.split(".")}
     # "byot" is the sample's asset folder and log tag, not a name from the export.
-    allowed = tensor_names | manifest_keys | {manifest["signature"], "byot"} | set(
-        QUANTIZATIONS)
+    allowed = tensor_names | manifest_keys | signatures | {"byot"} | set(QUANTIZATIONS)
     blocks = re.findall(r"```kotlin\n(.*?)```", readme, re.S)
     kotlin = "\n".join(b for b in blocks if "dependencies {" not in b)  # not the Gradle one
     literals = set(re.findall(r'"([A-Za-z0-9_]+)"', kotlin))
-    assert {"image", "trunk_in", "trunk_out", "logits"} <= literals
+    assert {"image", "trunk_in", "trunk_out", "logits", "exit_2"} <= literals
     assert literals <= allowed, literals - allowed
+
+
+def test_multi_signature_file_runs_each_exit_by_name_with_shared_weights(exported):
+    model, folder = exported
+    manifest = read_manifest(folder)
+    multi = manifest["multi_signature"]
+    assert multi["signatures"] == model.exit_names
+    path = folder / multi["files"]["float32"]["file"]
+    x = np.random.default_rng(3).normal(size=(4, 32, 32, 3)).astype("float32")
+    expected = model(x, training=False)
+    for name in multi["signatures"]:
+        got = LiteRTModel(path, signature=name)(image=x)["logits"]
+        want = np.asarray(expected[name])
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), name
+    with pytest.raises(ValueError, match="No 'serving_default' signature"):
+        LiteRTModel(path)
+    assert not any(op.lower().startswith("flex") for op in operator_names(path))
+    # The exit files repeat the shared stem and sections; model.tflite stores them once.
+    exit_bytes = [entry["files"]["float32"]["bytes"] for entry in manifest["exits"]]
+    assert path.stat().st_size == multi["files"]["float32"]["bytes"] < sum(exit_bytes)
