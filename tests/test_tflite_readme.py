@@ -1,21 +1,17 @@
 """tflite/README.md against a fresh export of its reference model: every file, signature,
 tensor name, shape and dtype of its tensor table, every manifest field of its manifest
 table, and every name its Kotlin code looks up must be what the exporter writes. The same
-export checks the multi-signature `model.tflite` against the Keras exits (real images:
-test_cifar10.py)."""
+export (conftest.py) checks the multi-signature `model.tflite` against the Keras exits in
+test_export_multisignature.py (real images: test_cifar10.py)."""
 
 import re
 from pathlib import Path
 
-import keras
-import numpy as np
 import pytest
 
 from byot_keras.export import (
     QUANTIZATIONS,
     LiteRTModel,
-    export_tflite,
-    operator_names,
     read_manifest,
 )
 from byot_keras.export.readme_tables import (
@@ -23,20 +19,15 @@ from byot_keras.export.readme_tables import (
     export_signatures,
     generated_block,
     manifest_paths,
-    reference_model,
 )
 
 README = Path(__file__).resolve().parents[1] / "tflite" / "README.md"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    keras.utils.set_random_seed(0)
-    folder = tmp_path_factory.mktemp("readme") / "export"
-    model = reference_model()
-    # float32: every exit file, the cascade and the multi-signature model.tflite
-    export_tflite(model, folder)
-    return model, folder
+def exported(reference_export):
+    # float32: every exit file, the cascade and the multi-signature model.tflite (conftest)
+    return reference_export
 
 
 @pytest.fixture(scope="module")
@@ -108,22 +99,3 @@ def test_kotlin_code_uses_only_real_names(export_dir, readme):
     assert {"image", "trunk_in", "trunk_out", "logits", "exit_2"} <= literals
     assert literals <= allowed, literals - allowed
 
-
-def test_multi_signature_file_runs_each_exit_by_name_with_shared_weights(exported):
-    model, folder = exported
-    manifest = read_manifest(folder)
-    multi = manifest["multi_signature"]
-    assert multi["signatures"] == model.exit_names
-    path = folder / multi["files"]["float32"]["file"]
-    x = np.random.default_rng(3).normal(size=(4, 32, 32, 3)).astype("float32")
-    expected = model(x, training=False)
-    for name in multi["signatures"]:
-        got = LiteRTModel(path, signature=name)(image=x)["logits"]
-        want = np.asarray(expected[name])
-        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), name
-    with pytest.raises(ValueError, match="No 'serving_default' signature"):
-        LiteRTModel(path)
-    assert not any(op.lower().startswith("flex") for op in operator_names(path))
-    # The exit files repeat the shared stem and sections; model.tflite stores them once.
-    exit_bytes = [entry["files"]["float32"]["bytes"] for entry in manifest["exits"]]
-    assert path.stat().st_size == multi["files"]["float32"]["bytes"] < sum(exit_bytes)
