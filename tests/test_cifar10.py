@@ -1,7 +1,8 @@
 """Real images: a few thousand offline CIFAR-10 pictures train a narrow ResNet-18 once
 (about a minute on 2 cores); the tests then check training (every exit beats chance),
 and the TFLite export on real test images (float32 files and the cascade match the
-Keras exits; int8 files agree with the float model and are much smaller)."""
+Keras exits; int8 files and the int8 cascade, which hands int8 trunk tensors on, agree
+with the float model; int8 files are much smaller)."""
 
 import keras
 import numpy as np
@@ -55,9 +56,11 @@ def exported(trained, cifar, tmp_path_factory):
     (x_train, _), (x_test, y_test) = cifar
     folder = tmp_path_factory.mktemp("export")
     eval_data = (x_test[:500], y_test[:500])
+    # model.tflite holds the exit files' graphs (test_export_multisignature.py checks
+    # it against them and the Keras exits); not converted again here, to save time.
     floats = export_tflite(model, folder / "float32", eval_data=eval_data,
-                           normalization=CIFAR_NORMALIZATION)
-    ints = export_tflite(model, folder / "int8", quantizations=["int8"], cascade=False,
+                           normalization=CIFAR_NORMALIZATION, multi_signature=False)
+    ints = export_tflite(model, folder / "int8", quantizations=["int8"],
                          multi_signature=False, representative_data=x_train[:200],
                          eval_data=eval_data)
     return folder, floats, ints
@@ -94,23 +97,6 @@ def test_chained_cascade_segments_reproduce_the_keras_exits(trained, cifar, expo
     assert k == model.num_exits
 
 
-def test_multi_signature_file_matches_keras_and_shares_weights(trained, cifar, exported):
-    model, _ = trained
-    _, (x_test, _) = cifar
-    folder, manifest, _ = exported
-    multi = manifest["multi_signature"]["files"]["float32"]
-    images = x_test[:200]
-    expected = model.predict(images, verbose=0)
-    for name in manifest["multi_signature"]["signatures"]:
-        got = LiteRTModel(folder / "float32" / multi["file"], signature=name).predict(
-            image=images)["logits"]
-        scale = np.abs(expected[name]).max()
-        assert np.abs(got - expected[name]).max() <= 1e-4 * scale, name
-    exit_bytes = [entry["files"]["float32"]["bytes"] for entry in manifest["exits"]]
-    print(f"model.tflite {multi['bytes']:,} bytes; exit files {exit_bytes}")
-    assert multi["bytes"] < sum(exit_bytes)
-
-
 def test_int8_files_agree_with_the_float_model_and_are_much_smaller(exported):
     _, floats, ints = exported
     agreements = []
@@ -125,11 +111,41 @@ def test_int8_files_agree_with_the_float_model_and_are_much_smaller(exported):
     assert ints["calibration"]["int8_equalized_layer_pairs"] == (2 + 6) + (2 + 4) + (2 + 2)
     assert ints["calibration"]["int8_float_classifier"] is True
     # This 3-epoch model is ~30 % accurate: the median top-2 logit gap of exit 1 is
-    # ~0.14, so int8 noise flips some answers. Measured on these 500 images: 0.968,
-    # 0.984, 0.982, 0.984 (without the float classifier and equalization: 0.954, 0.970,
-    # 0.944, 0.978).
-    assert min(agreements) >= 0.96, agreements
-    assert np.mean(agreements) >= 0.97 and agreements[-1] >= 0.97, agreements
+    # ~0.14, so int8 noise flips some answers. Measured on these 500 images (2.5k-image,
+    # 3-epoch training is reproducible here): 0.976, 0.982, 0.974, 0.986; without the
+    # float classifier and equalization 0.956, 0.978, 0.964, 0.988; equalization alone
+    # 0.962, 0.974, 0.960, 0.988; float classifier alone 0.966, 0.980, 0.982, 0.986.
+    # Every exit must meet the 97 % target (exit 3 has 2 images of margin).
+    assert min(agreements) >= 0.97, agreements
     deepest_ratio = floats["exits"][-1]["files"]["float32"]["bytes"] / \
         ints["exits"][-1]["files"]["int8"]["bytes"]
     assert deepest_ratio > 3.3, deepest_ratio  # ~4x for weights, minus fixed overhead
+
+
+def test_int8_cascade_hands_int8_trunk_tensors_on_and_agrees(trained, cifar, exported):
+    model, _ = trained
+    _, (x_test, _) = cifar
+    folder, _, ints = exported
+    assert ints["int8_trunk"] is True
+    images = x_test[:500]
+    expected = model.predict(images, verbose=0)
+    feed = {"image": images}
+    previous = None  # the last segment's int8 "trunk_out" (scale, zero point)
+    for k, entry in enumerate(ints["exits"], start=1):
+        segment = LiteRTModel(folder / "int8" / entry["segment"]["int8"]["file"])
+        if k > 1:  # int8 in, with exactly the previous segment's parameters
+            detail = segment.input_details["trunk_in"]
+            assert detail["dtype"] == np.int8 and detail["quantization"] == previous
+        parts = [segment.raw(**{n: v[i:i + 100] for n, v in feed.items()})
+                 for i in range(0, len(images), 100)]
+        raw = {n: np.concatenate([part[n] for part in parts]) for n in parts[0]}
+        logits = segment.to_float("logits", raw["logits"])
+        agreement = np.mean(logits.argmax(-1) == expected[f"exit_{k}"].argmax(-1))
+        print(f"int8 cascade exit_{k}: top-1 agreement with Keras {agreement:.3f}")
+        # Measured: 0.974, 0.984, 0.980, 0.984 (the exit files: see the test above).
+        assert agreement >= 0.97, (k, agreement)
+        if "trunk_out" in raw:
+            assert raw["trunk_out"].dtype == np.int8
+            previous = segment.output_details["trunk_out"]["quantization"]
+            feed = {"trunk_in": raw["trunk_out"]}  # the bytes as they are
+    assert k == model.num_exits
