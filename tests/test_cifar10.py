@@ -1,7 +1,8 @@
 """Real images: a few thousand offline CIFAR-10 pictures train a narrow ResNet-18 once
 (about a minute on 2 cores); the tests then check training (every exit beats chance),
 and the TFLite export on real test images (float32 files and the cascade match the
-Keras exits; int8 files agree with the float model and are much smaller)."""
+Keras exits; int8 files and the int8 cascade, which hands int8 trunk tensors on, agree
+with the float model; int8 files are much smaller)."""
 
 import keras
 import numpy as np
@@ -55,10 +56,13 @@ def exported(trained, cifar, tmp_path_factory):
     (x_train, _), (x_test, y_test) = cifar
     folder = tmp_path_factory.mktemp("export")
     eval_data = (x_test[:500], y_test[:500])
+    # model.tflite holds the exit files' graphs (test_export_multisignature.py checks
+    # it against them and the Keras exits); not converted again here, to save time.
     floats = export_tflite(model, folder / "float32", eval_data=eval_data,
-                           normalization=CIFAR_NORMALIZATION)
-    ints = export_tflite(model, folder / "int8", quantizations=["int8"], cascade=False,
-                         representative_data=x_train[:200], eval_data=eval_data)
+                           normalization=CIFAR_NORMALIZATION, multi_signature=False)
+    ints = export_tflite(model, folder / "int8", quantizations=["int8"],
+                         multi_signature=False, representative_data=x_train[:200],
+                         eval_data=eval_data)
     return folder, floats, ints
 
 
@@ -95,17 +99,55 @@ def test_chained_cascade_segments_reproduce_the_keras_exits(trained, cifar, expo
 
 def test_int8_files_agree_with_the_float_model_and_are_much_smaller(exported):
     _, floats, ints = exported
+    agreements = []
     for float_entry, int_entry in zip(floats["exits"], ints["exits"]):
         f32, i8 = float_entry["files"]["float32"], int_entry["files"]["int8"]
         print(f"{float_entry['exit']}: {f32['bytes']:,} -> {i8['bytes']:,} bytes, "
               f"top-1 agreement {i8['agreement_with_keras']:.3f}, accuracy "
               f"{f32['accuracy']:.3f} -> {i8['accuracy']:.3f}")
-        # This 3-epoch model is ~30 % accurate, so many top-2 logits are close and
-        # int8's rounding flips them: shallow exits agree on ~94-97 % (every layer's
-        # error is at the int8 noise floor, rmse/scale ~0.29, per TFLite's
-        # QuantizationDebugger). The deepest exit must meet the 97 % target.
-        assert i8["agreement_with_keras"] >= 0.92, (float_entry["exit"], i8)
-    assert ints["exits"][-1]["files"]["int8"]["agreement_with_keras"] >= 0.97
+        agreements.append(i8["agreement_with_keras"])
+    # Each head has an attention mask (one separable conv: two depthwise -> 1x1 pairs)
+    # and one separable conv per later section; exits hang off sections 1, 2, 3 of 4.
+    assert ints["calibration"]["int8_equalized_layer_pairs"] == (2 + 6) + (2 + 4) + (2 + 2)
+    assert ints["calibration"]["int8_float_classifier"] is True
+    # This 3-epoch model is ~30 % accurate: the median top-2 logit gap of exit 1 is
+    # ~0.14, so int8 noise flips some answers. Measured (the 2.5k-image, 3-epoch training
+    # is reproducible here) on these 500 / on 2,000 test images: 0.976 / 0.969, 0.982 /
+    # 0.972, 0.974 / 0.981, 0.986 / 0.989; without the float classifier and equalization
+    # 0.956 / 0.948, 0.978 / 0.955, 0.964 / 0.958, 0.988 / 0.984. Exit 1 is at the 97 %
+    # target on these 500 but just under it on 2,000, so it is held to 96 %; the others
+    # must meet 97 %.
+    assert agreements[0] >= 0.96, agreements
+    assert min(agreements[1:]) >= 0.97, agreements
     deepest_ratio = floats["exits"][-1]["files"]["float32"]["bytes"] / \
         ints["exits"][-1]["files"]["int8"]["bytes"]
     assert deepest_ratio > 3.3, deepest_ratio  # ~4x for weights, minus fixed overhead
+
+
+def test_int8_cascade_hands_int8_trunk_tensors_on_and_agrees(trained, cifar, exported):
+    model, _ = trained
+    _, (x_test, _) = cifar
+    folder, _, ints = exported
+    assert ints["int8_trunk"] is True
+    images = x_test[:500]
+    expected = model.predict(images, verbose=0)
+    feed = {"image": images}
+    previous = None  # the last segment's int8 "trunk_out" (scale, zero point)
+    for k, entry in enumerate(ints["exits"], start=1):
+        segment = LiteRTModel(folder / "int8" / entry["segment"]["int8"]["file"])
+        if k > 1:  # int8 in, with exactly the previous segment's parameters
+            detail = segment.input_details["trunk_in"]
+            assert detail["dtype"] == np.int8 and detail["quantization"] == previous
+        parts = [segment.raw(**{n: v[i:i + 100] for n, v in feed.items()})
+                 for i in range(0, len(images), 100)]
+        raw = {n: np.concatenate([part[n] for part in parts]) for n in parts[0]}
+        logits = segment.to_float("logits", raw["logits"])
+        agreement = np.mean(logits.argmax(-1) == expected[f"exit_{k}"].argmax(-1))
+        print(f"int8 cascade exit_{k}: top-1 agreement with Keras {agreement:.3f}")
+        # Measured: 0.974, 0.984, 0.980, 0.984 (the exit files: see the test above).
+        assert agreement >= 0.97, (k, agreement)
+        if "trunk_out" in raw:
+            assert raw["trunk_out"].dtype == np.int8
+            previous = segment.output_details["trunk_out"]["quantization"]
+            feed = {"trunk_in": raw["trunk_out"]}  # the bytes as they are
+    assert k == model.num_exits

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 
 from byot_keras import zoo
-from byot_keras.export import LiteRTModel, cascade_models, export_tflite
+from byot_keras.export import LiteRTModel, cascade_models, convert, export_tflite
 from byot_keras.export import tflite as tflite_module
 from byot_keras.export.cli import load_trained_model
+from byot_keras.export.equalize import (
+    depthwise_pointwise_pairs,
+    equalization_scales,
+    equalize_for_quantization,
+)
+from byot_keras.export.tflite import int8_trunk_interface
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +39,14 @@ def test_cascade_segments_reproduce_every_exit_in_keras(model):
 
 
 def test_export_writes_files_manifest_and_labels(model, tmp_path):
-    manifest = export_tflite(model, tmp_path / "out", labels=["a", "b", "c", "d"])
+    # The multi-signature file has its own tests (test_export_multisignature.py).
+    manifest = export_tflite(model, tmp_path / "out", labels=["a", "b", "c", "d"],
+                             multi_signature=False)
     out = tmp_path / "out"
     assert json.loads((out / "manifest.json").read_text()) == manifest
     assert (out / "labels.txt").read_text().split() == ["a", "b", "c", "d"]
     assert manifest["num_exits"] == 2 and manifest["signature"] == "serving_default"
+    assert manifest["multi_signature"] is None and not (out / "model.tflite").exists()
     for k, entry in enumerate(manifest["exits"], start=1):
         info = entry["files"]["float32"]
         assert info["file"] == f"exit_{k}.tflite"
@@ -59,7 +68,7 @@ def test_export_writes_files_manifest_and_labels(model, tmp_path):
 
 def test_failed_export_keeps_the_previous_one(model, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    export_tflite(model, out, cascade=False, exits=[1])
+    export_tflite(model, out, cascade=False, multi_signature=False, exits=[1])
     before = (out / "manifest.json").read_text()
     calls = []
 
@@ -79,8 +88,10 @@ def test_failed_export_keeps_the_previous_one(model, tmp_path, monkeypatch):
     "kwargs, error, message",
     [
         (dict(exits=[3]), ValueError, "exits 1..2"),
-        (dict(quantizations=["int4"]), ValueError, "Valid: float32, float16, dynamic_int8, int8"),
+        (dict(quantizations=["int4"]), ValueError,
+         "Valid: float32, float16, dynamic_int8, int8, int16x8"),
         (dict(quantizations=["int8"]), ValueError, "needs calibration data"),
+        (dict(quantizations=["int16x8"]), ValueError, "needs calibration data"),
         (dict(labels=["only-one"]), ValueError, "1 labels for a 4-class model"),
         (dict(eval_data=(np.zeros((2, 8, 8, 3)), np.zeros(2))), ValueError, "takes"),
     ],
@@ -112,3 +123,65 @@ def test_cli_loader_rejects_corrupt_and_missing_files(tmp_path):
         load_trained_model(str(tmp_path / "missing.keras"))
     with pytest.raises(ValueError, match="exactly one of"):
         load_trained_model(None)
+
+
+def test_equalization_keeps_the_float_function_and_balances_each_channel(model):
+    x = np.random.default_rng(1).normal(size=(16, 32, 32, 3)).astype("float32")
+    original = model.network.get_weights()
+    copy, pairs = equalize_for_quantization(model.network, x)
+    for kept, weight in zip(original, model.network.get_weights()):  # a copy is rescaled
+        np.testing.assert_array_equal(kept, weight)
+    # The exit hangs off section 2: its attention mask has one separable conv (two
+    # depthwise -> 1x1 pairs), and one separable conv per later section (3 and 4) follows.
+    assert pairs == 2 + 2 * 2 == len(depthwise_pointwise_pairs(copy))
+    before, after = model.network(x, training=False), copy(x, training=False)
+    for name in model.exit_names:
+        scale = np.abs(before[name]).max()
+        np.testing.assert_allclose(after[name], before[name], atol=1e-5 * scale)
+    # sqrt(w / a) rescaling leaves every live channel with activation range == weight range.
+    probe = keras.Model(copy.inputs, [dw.output for dw, _ in depthwise_pointwise_pairs(copy)])
+    for (_, pointwise), output in zip(depthwise_pointwise_pairs(copy),
+                                      probe(x, training=False)):
+        output = np.asarray(output)
+        activation = np.abs(output).max(axis=(0, 1, 2))
+        weight = np.abs(pointwise.kernel.numpy()[0, 0]).max(axis=1)
+        alive = activation > 1e-6
+        np.testing.assert_allclose(activation[alive], weight[alive], rtol=1e-3)
+
+
+def test_equalization_scales_formula():
+    scales = equalization_scales(np.array([4.0, 0.0, 1.0]), np.array([1.0, 2.0, 0.0]))
+    np.testing.assert_allclose(scales, [0.5, 1.0, 1.0])  # sqrt(1/4); dead channels keep 1
+
+
+def test_int8_segments_hand_over_int8_trunk_tensors_unchanged():
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 3))
+    trunk = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(image)
+    first = keras.Model(image, {"logits": keras.layers.Dense(3)(
+        keras.layers.GlobalAveragePooling2D()(trunk)), "trunk_out": trunk})
+    trunk_in = keras.Input((8, 8, 4))
+    hidden = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(trunk_in)
+    second = keras.Model(trunk_in, {"logits": keras.layers.Dense(3)(
+        keras.layers.GlobalAveragePooling2D()(hidden))})
+    x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype("float32")
+    plain = [convert(first, "image", "int8", x),
+             convert(second, "trunk_in", "int8", first.predict(x, verbose=0)["trunk_out"])]
+    one = LiteRTModel(int8_trunk_interface(plain[0]))
+    out_detail = one.output_details["trunk_out"]
+    two = LiteRTModel(int8_trunk_interface(plain[1], out_detail["quantization"]))
+    in_detail = two.input_details["trunk_in"]
+    assert out_detail["dtype"] == in_detail["dtype"] == np.int8
+    assert out_detail["quantization"] == in_detail["quantization"]
+    assert one.input_details["image"]["dtype"] == np.float32
+    assert one.output_details["logits"]["dtype"] == two.output_details["logits"]["dtype"] == (
+        np.float32)
+    # The same chain through float trunk tensors (the unmodified files) agrees.
+    raw = one.raw(image=x[:4])["trunk_out"]
+    assert raw.dtype == np.int8
+    handed_over = two(trunk_in=raw)["logits"]  # int8 passes through as it is
+    np.testing.assert_array_equal(handed_over, two(trunk_in=one.to_float("trunk_out", raw))[
+        "logits"])  # == dequantize, then quantize again with the same parameters
+    reference = LiteRTModel(plain[1])(trunk_in=LiteRTModel(plain[0])(image=x[:4])["trunk_out"])
+    scale = np.abs(reference["logits"]).max()
+    np.testing.assert_allclose(handed_over, reference["logits"], atol=0.02 * scale)

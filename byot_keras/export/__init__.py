@@ -1,7 +1,8 @@
 """Deployment: per-exit TFLite files, the early-exit cascade and their manifest."""
 
-from byot_keras.export.cascade import cascade_models, exit_sections
-from byot_keras.export.litert import LiteRTModel
+from byot_keras.export.cascade import cascade_models, exit_models, exit_sections
+from byot_keras.export.equalize import equalize_for_quantization
+from byot_keras.export.litert import LiteRTModel, operator_names
 from byot_keras.export.runtime import (
     CascadeAnswer,
     CascadeResult,
@@ -11,9 +12,17 @@ from byot_keras.export.runtime import (
     sweep_thresholds,
     write_sweep,
 )
-from byot_keras.export.tflite import QUANTIZATIONS, convert, export_tflite, file_name
+from byot_keras.export.tflite import (
+    EXPERIMENTAL_QUANTIZATIONS,
+    QUANTIZATIONS,
+    convert,
+    convert_signatures,
+    export_tflite,
+    file_name,
+)
 
 __all__ = [
+    "EXPERIMENTAL_QUANTIZATIONS",
     "QUANTIZATIONS",
     "CascadeAnswer",
     "CascadeResult",
@@ -21,9 +30,13 @@ __all__ = [
     "LiteRTModel",
     "cascade_models",
     "convert",
+    "convert_signatures",
+    "equalize_for_quantization",
+    "exit_models",
     "exit_sections",
     "export_tflite",
     "file_name",
+    "operator_names",
     "read_manifest",
     "run_sweep",
     "sweep_thresholds",

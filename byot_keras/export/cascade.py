@@ -33,14 +33,25 @@ def exit_sections(model) -> list[int]:
     return sections
 
 
-def cascade_models(model) -> list[keras.Model]:
+def exit_models(model, network: keras.Model | None = None) -> list[keras.Model]:
+    """One Keras model per exit, image -> that exit's logits, holding only the layers the
+    exit needs (as `model.exit_model(k)`). `network`: a copy of `model.network` with the
+    same layer names (e.g. rescaled for quantization) to cut instead of `model.network`."""
+    _require_multi_exit(model)
+    network = model.network if network is None else network
+    return [keras.Model(network.inputs, network.get_layer(name).output,
+                        name=f"{model.name}_{name}") for name in model.exit_names]
+
+
+def cascade_models(model, network: keras.Model | None = None) -> list[keras.Model]:
     """The cascade's segments as Keras models, one per exit.
 
     Segment 1 maps the image to exit 1's logits and the trunk feature map of exit 1's
     section; segment k maps segment k-1's trunk map to exit k's logits and (except the
     last) its own trunk map. Outputs are dicts with keys "logits" and "trunk_out".
+    `network` as in `exit_models`.
     """
-    network = model.network
+    network = model.network if network is None else network
     sections = exit_sections(model)
     segments = []
     previous = network.inputs[0]

@@ -61,6 +61,7 @@ def main(argv):
     from absl import logging
 
     from byot_keras.export import export_tflite
+    from byot_keras.export.tflite import CALIBRATED
 
     logging.set_verbosity(logging.WARNING)  # SavedModel/converter INFO lines per file
 
@@ -68,9 +69,10 @@ def main(argv):
                                **({"num_classes": FLAGS.num_classes,
                                    "width_multiplier": FLAGS.width_multiplier}
                                   if FLAGS.model else {}))
-    if "int8" in FLAGS.quantizations and FLAGS.dataset == "none":
-        raise app.UsageError("--quantizations int8 needs calibration data: pass "
-                             "--dataset digits|cifar10|cifar100.")
+    calibrated = [q for q in FLAGS.quantizations if q in CALIBRATED]
+    if calibrated and FLAGS.dataset == "none":
+        raise app.UsageError(f"--quantizations {','.join(calibrated)} needs calibration "
+                             "data: pass --dataset digits|cifar10|cifar100.")
     representative, eval_data, normalization, labels = load_export_data(
         FLAGS.dataset, FLAGS.data_dir, FLAGS.calibration_examples, FLAGS.eval_examples)
     output_dir = FLAGS.output_dir or os.path.join("tflite", model.name)
@@ -78,7 +80,10 @@ def main(argv):
         model, output_dir, quantizations=FLAGS.quantizations, int8_io=FLAGS.int8_io,
         representative_data=representative, eval_data=eval_data, labels=labels,
         normalization=normalization, cascade=FLAGS.cascade,
-        exits=[int(k) for k in FLAGS.exits] or None,
+        multi_signature=FLAGS.multi_signature, exits=[int(k) for k in FLAGS.exits] or None,
+        max_calibration_examples=FLAGS.calibration_examples,
+        int8_float_classifier=FLAGS.int8_float_classifier, int8_equalize=FLAGS.int8_equalize,
+        int8_trunk=FLAGS.int8_trunk,
     )
     print(f"wrote {output_dir}:")
     for entry in manifest["exits"]:
@@ -86,6 +91,9 @@ def main(argv):
             accuracy = info.get("accuracy")
             print(f"  {info['file']:<28}{info['bytes']:>10,} bytes"
                   + (f"  top-1 {accuracy:.4f}" if accuracy is not None else ""))
+    for info in (manifest["multi_signature"] or {"files": {}})["files"].values():
+        print(f"  {info['file']:<28}{info['bytes']:>10,} bytes  (signatures "
+              f"{', '.join(manifest['multi_signature']['signatures'])})")
     print(json.dumps({"manifest": os.path.join(output_dir, "manifest.json")}))
 
 
@@ -99,15 +107,26 @@ def _define_flags():
     flags.DEFINE_float("width_multiplier", 1.0, "Width of --model.")
     flags.DEFINE_string("output_dir", None, "Export folder (default tflite/<model name>).")
     flags.DEFINE_list("quantizations", ["float32"],
-                      "Any of float32, float16, dynamic_int8, int8 (full integer).")
+                      "Any of float32, float16, dynamic_int8, int8 (full integer) and the "
+                      "experimental int16x8 (int16 activations: closest to float, slow on "
+                      "CPU).")
     flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs for the int8 files.")
     flags.DEFINE_enum("dataset", "none", ["none", "digits", "cifar10", "cifar100"],
                       "Data for int8 calibration (train split) and accuracy (test split).")
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir for cifar10/100.")
-    flags.DEFINE_integer("calibration_examples", 200, "Training images for int8 calibration.")
+    flags.DEFINE_integer("calibration_examples", 200,
+                         "Training images for int8 / int16x8 calibration.")
     flags.DEFINE_integer("eval_examples", 1000, "Test images for the manifest's accuracy.")
     flags.DEFINE_list("exits", [], "Exits that get their own file (default all).")
     flags.DEFINE_bool("cascade", True, "Also write the cascade segments.")
+    flags.DEFINE_bool("multi_signature", True, "Also write model[_q].tflite: one signature "
+                      "per exit (exit_1 ... exit_N), shared weights.")
+    flags.DEFINE_bool("int8_float_classifier", True, "int8 files (without --int8_io) "
+                      "compute each exit's final Dense layer in float (no tied logits).")
+    flags.DEFINE_bool("int8_equalize", True, "Rescale depthwise -> 1x1 convolution pairs "
+                      "before int8 calibration (same float function, less int8 error).")
+    flags.DEFINE_bool("int8_trunk", True, "int8 cascade segments pass trunk_out -> trunk_in "
+                      "as int8 with one scale (no float round trip between segments).")
 
 
 def run():

@@ -19,19 +19,82 @@ def _interpreter_class():
     return Interpreter
 
 
-class LiteRTModel:
-    """One .tflite file's serving signature, called with named float inputs.
+def _flatbuffer_model(path_or_bytes):
+    from ai_edge_litert import schema_py_generated as schema
 
-    Quantized (int8) inputs and outputs are converted with the file's own scale and
-    zero point, so callers always pass and get float32.
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        content = bytes(path_or_bytes)
+    else:
+        with open(path_or_bytes, "rb") as f:
+            content = f.read()
+    return schema, schema.Model.GetRootAsModel(content, 0)
+
+
+def _operator_name(schema, model, opcode_index: int) -> str:
+    code = model.OperatorCodes(opcode_index)
+    # Codes above 127 live in BuiltinCode; older files use DeprecatedBuiltinCode.
+    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        return (code.CustomCode() or b"").decode()
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    return names.get(builtin, str(builtin))
+
+
+def operator_names(path_or_bytes) -> list[str]:
+    """Every operator a .tflite file uses, in all its subgraphs (one per signature):
+    builtin names such as "CONV_2D"; custom operators by their code (Flex ops, which
+    need TensorFlow's runtime, start with "Flex")."""
+    schema, model = _flatbuffer_model(path_or_bytes)
+    return sorted({_operator_name(schema, model, i) for i in range(model.OperatorCodesLength())})
+
+
+def signature_outputs(path_or_bytes, output_name: str) -> dict[str, tuple[str, str | None]]:
+    """For each signature of a .tflite file, its output `output_name`: the tensor's name
+    in the graph and the operator that computes it (None for a graph input or constant).
+    """
+    schema, model = _flatbuffer_model(path_or_bytes)
+    found = {}
+    for s in range(model.SignatureDefsLength()):
+        signature = model.SignatureDefs(s)
+        subgraph = model.Subgraphs(signature.SubgraphIndex())
+        for o in range(signature.OutputsLength()):
+            output = signature.Outputs(o)
+            if output.Name().decode() != output_name:
+                continue
+            index = output.TensorIndex()
+            producer = None
+            for i in range(subgraph.OperatorsLength()):
+                operator = subgraph.Operators(i)
+                if index in operator.OutputsAsNumpy().tolist():
+                    producer = _operator_name(schema, model, operator.OpcodeIndex())
+            found[signature.SignatureKey().decode()] = (
+                subgraph.Tensors(index).Name().decode(), producer)
+    return found
+
+
+class LiteRTModel:
+    """One signature of a .tflite file, called with named float inputs.
+
+    Quantized (int8, int16) inputs and outputs are converted with the file's own scale
+    and zero point, so callers always pass and get float32.
+
+    Args:
+        path_or_bytes: a .tflite file or its contents.
+        num_threads: interpreter threads (None: LiteRT's default).
+        signature: which signature to run: "serving_default" for the per-exit files and
+            the cascade segments, "exit_1" ... "exit_N" for the multi-signature
+            `model.tflite` (`signature_names` lists a file's signatures).
 
     Example:
         >>> runner = LiteRTModel("tflite/resnet18_byot/exit_1.tflite")  # doctest: +SKIP
         >>> runner(image=images)["logits"].shape                        # doctest: +SKIP
         (8, 10)
+        >>> LiteRTModel("tflite/resnet18_byot/model.tflite", signature="exit_2")  # doctest: +SKIP
     """
 
-    def __init__(self, path_or_bytes, num_threads: int | None = None):
+    def __init__(self, path_or_bytes, num_threads: int | None = None,
+                 signature: str = SIGNATURE):
         Interpreter = _interpreter_class()
         if isinstance(path_or_bytes, (bytes, bytearray)):
             self.interpreter = Interpreter(model_content=bytes(path_or_bytes),
@@ -40,39 +103,54 @@ class LiteRTModel:
             self.interpreter = Interpreter(model_path=str(path_or_bytes),
                                            num_threads=num_threads)
         signatures = self.interpreter.get_signature_list()
-        if SIGNATURE not in signatures:
-            raise ValueError(f"No '{SIGNATURE}' signature in the file; it has {signatures}.")
-        self.input_names = list(signatures[SIGNATURE]["inputs"])
-        self.output_names = list(signatures[SIGNATURE]["outputs"])
-        self._runner = self.interpreter.get_signature_runner(SIGNATURE)
+        self.signature_names = list(signatures)
+        if signature not in signatures:
+            raise ValueError(f"No '{signature}' signature in the file; it has "
+                             f"{self.signature_names}.")
+        self.signature = signature
+        self.input_names = list(signatures[signature]["inputs"])
+        self.output_names = list(signatures[signature]["outputs"])
+        self._runner = self.interpreter.get_signature_runner(signature)
         self.input_details = self._runner.get_input_details()
         self.output_details = self._runner.get_output_details()
 
     def op_names(self) -> list[str]:
-        """Names of the operators in the graph (e.g. CONV_2D, FlexXXX for Flex ops)."""
+        """Names of the operators in the file (e.g. CONV_2D, FlexXXX for Flex ops)."""
         return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})
 
     def __call__(self, **inputs) -> dict[str, np.ndarray]:
+        """Runs the signature on named inputs; returns every output as float32."""
+        return {name: self.to_float(name, value) for name, value in self.raw(**inputs).items()}
+
+    def raw(self, **inputs) -> dict[str, np.ndarray]:
+        """Runs the signature; returns the outputs as the file stores them (int8 outputs
+        stay int8). Float inputs of a quantized tensor are quantized with its scale and
+        zero point; an array already of the tensor's integer type is passed as it is, so
+        one segment's int8 "trunk_out" feeds the next segment's "trunk_in" unchanged."""
         feed = {}
         for name, value in inputs.items():
             if name not in self.input_details:
                 raise ValueError(f"Unknown input '{name}'; inputs are {self.input_names}.")
             detail = self.input_details[name]
+            if detail["dtype"] != np.float32 and np.asarray(value).dtype == detail["dtype"]:
+                feed[name] = np.asarray(value)
+                continue
             value = np.asarray(value, dtype=np.float32)
             if detail["dtype"] != np.float32:
                 scale, zero_point = detail["quantization"]
                 info = np.iinfo(detail["dtype"])
                 value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
             feed[name] = value.astype(detail["dtype"])
-        raw = self._runner(**feed)
-        outputs = {}
-        for name, value in raw.items():
-            detail = self.output_details[name]
-            if detail["dtype"] != np.float32:
-                scale, zero_point = detail["quantization"]
-                value = (value.astype(np.float32) - zero_point) * scale
-            outputs[name] = value
-        return outputs
+        return self._runner(**feed)
+
+    def to_float(self, output_name: str, value: np.ndarray) -> np.ndarray:
+        """An output of `raw` as float32 (dequantized with the tensor's scale and zero
+        point when it is quantized)."""
+        detail = self.output_details[output_name]
+        if detail["dtype"] == np.float32:
+            return value
+        scale, zero_point = detail["quantization"]
+        return (value.astype(np.float32) - zero_point) * scale
 
     def predict(self, batch_size: int = 64, **inputs) -> dict[str, np.ndarray]:
         """`__call__` over batches of the named inputs (all of the same length)."""

@@ -34,9 +34,33 @@ MANIFEST_FIELDS = [
     ("quantizations", "Which file variants were written (`_<q>` file-name suffix; none for "
                       "float32).", None),
     ("int8_io", "True if the `int8` files take and return int8 tensors (quantise with the "
-                "tensor's scale / zero point); false: float32 in and out.", None),
+                "tensor's scale / zero point); false: float32 `image` and `logits`.", None),
+    ("int8_trunk", "True if the `int8` cascade segments take `trunk_in` and return "
+                   "`trunk_out` as int8, segment k's `trunk_out` having exactly segment "
+                   "k+1's `trunk_in` scale and zero point: copy the bytes on.", None),
     ("cascade.description", "How the segments chain; `cascade` is null when exported "
                             "without the cascade.", None),
+    ("multi_signature.description", "What `model[_q].tflite` holds; `multi_signature` is "
+                                    "null when exported with `multi_signature=False`.", None),
+    ("multi_signature.signatures", "Its signature names, one per exit (input `image`, "
+                                   "output `logits`).", None),
+    ("multi_signature.files.<q>.file", "The multi-signature file, relative to the export "
+                                       "folder.", None),
+    ("multi_signature.files.<q>.bytes", "Its size in bytes (the exits share their weights: "
+                                        "less than the `exit_<k>` files together).", None),
+    ("multi_signature.files.<q>.max_abs_diff", "Largest absolute difference between any "
+                                               "signature's and the Keras exit's logits on "
+                                               "check images.", "for float32 files"),
+    ("multi_signature.files.<q>.logit_scale", "Largest absolute Keras logit on those "
+                                              "images.", "for float32 files"),
+    ("calibration.examples", "Representative images the `int8` / `int16x8` files were "
+                             "calibrated on.", "with a calibrated quantization"),
+    ("calibration.int8_float_classifier", "True if the `int8` files compute the final "
+                                          "Dense layer (the logits) in float; the rest is "
+                                          "int8.", "with `int8`"),
+    ("calibration.int8_equalized_layer_pairs", "Depthwise -> 1x1 convolution pairs "
+                                               "rescaled before int8 calibration (same "
+                                               "float function).", "with `int8`"),
     ("exits[k].exit", "Exit name, `exit_1` (shallowest) ... `exit_N` (deepest).", None),
     ("exits[k].params", "Parameters of the stand-alone exit model `exit_<k>`.", None),
     ("exits[k].trainable_params", "Trainable parameters of `exit_<k>`.", None),
@@ -85,8 +109,8 @@ def manifest_paths(manifest: dict) -> dict[str, object]:
         if path == "exits":
             for entry in value:
                 walk(entry, "exits[k]")
-        elif path == "cascade" and value is None:
-            return  # exported without the cascade
+        elif path in ("cascade", "multi_signature") and value is None:
+            return  # exported without the cascade / the multi-signature file
         elif isinstance(value, dict) and leaf not in _OPAQUE:
             for key, item in value.items():
                 key = "<q>" if leaf in ("files", "segment") else key
@@ -122,8 +146,8 @@ def manifest_table(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _tensors(path: str) -> list[tuple[str, str, list[int], str]]:
-    runner = LiteRTModel(path)
+def _tensors(path: str, signature: str) -> list[tuple[str, str, list[int], str]]:
+    runner = LiteRTModel(path, signature=signature)
     rows = []
     for direction, names, details in (("input", runner.input_names, runner.input_details),
                                       ("output", runner.output_names, runner.output_details)):
@@ -135,7 +159,8 @@ def _tensors(path: str) -> list[tuple[str, str, list[int], str]]:
 
 
 def export_files(manifest: dict, quantization: str) -> list[str]:
-    """The export's .tflite files of one quantization: exits first, then segments."""
+    """The export's single-signature .tflite files of one quantization: exits first,
+    then segments."""
     files = [entry["files"][quantization]["file"] for entry in manifest["exits"]
              if quantization in entry["files"]]
     if manifest.get("cascade"):
@@ -143,38 +168,52 @@ def export_files(manifest: dict, quantization: str) -> list[str]:
     return files
 
 
+def export_signatures(manifest: dict, quantization: str) -> list[tuple[str, str]]:
+    """Every (file, signature) of one quantization: the exit and segment files'
+    `serving_default`, then each signature of the multi-signature file."""
+    pairs = [(file, manifest["signature"]) for file in export_files(manifest, quantization)]
+    multi = manifest.get("multi_signature")
+    if multi and quantization in multi["files"]:
+        pairs += [(multi["files"][quantization]["file"], name) for name in multi["signatures"]]
+    return pairs
+
+
 def tensor_table(export_dir: str, description: str) -> str:
-    """Markdown table of every float32 file's signature inputs and outputs (name, shape at
-    batch 1, dtype), read from the files themselves; plus a note on the other
-    quantizations, checked to have the same names and shapes."""
+    """Markdown table of every float32 file's signatures with their inputs and outputs
+    (name, shape at batch 1, dtype), read from the files themselves; plus a note on the
+    other quantizations, checked to have the same names and shapes."""
     manifest = read_manifest(export_dir)
     reference = manifest["quantizations"][0]
     lines = [
-        f"Read from the files of a real export: {description}; signature "
-        f"`{manifest['signature']}`, quantization `{reference}`.",
+        f"Read from the files of a real export: {description}; quantization "
+        f"`{reference}`.",
         "",
-        "| file | direction | tensor name | shape (batch 1) | dtype |",
-        "|---|---|---|---|---|",
+        "| file | signature | direction | tensor name | shape (batch 1) | dtype |",
+        "|---|---|---|---|---|---|",
     ]
     reference_tensors = {}
-    for file in export_files(manifest, reference):
-        tensors = _tensors(os.path.join(export_dir, file))
-        reference_tensors[file] = [(d, n, s) for d, n, s, _ in tensors]
+    for file, signature in export_signatures(manifest, reference):
+        tensors = _tensors(os.path.join(export_dir, file), signature)
+        reference_tensors[file, signature] = [(d, n, s) for d, n, s, _ in tensors]
         for direction, name, shape, dtype in tensors:
-            lines.append(f"| `{file}` | {direction} | `{name}` | `{shape}` | {dtype} |")
+            lines.append(f"| `{file}` | `{signature}` | {direction} | `{name}` | `{shape}` | "
+                         f"{dtype} |")
     others = [q for q in manifest["quantizations"] if q != reference]
     for quantization in others:
-        for ref_file, other_file in zip(export_files(manifest, reference),
-                                        export_files(manifest, quantization)):
-            tensors = [(d, n, s) for d, n, s, _ in
-                       _tensors(os.path.join(export_dir, other_file))]
-            if tensors != reference_tensors[ref_file]:
-                raise ValueError(f"{other_file} has tensors {tensors}, unlike {ref_file}: "
-                                 f"{reference_tensors[ref_file]}.")
-    if others:
-        io = "int8 for the int8 files" if manifest.get("int8_io") else "float32"
-        lines += ["", f"The {', '.join(f'`_{q}`' for q in others)} files of the same export "
-                      f"were checked to have the same tensor names and shapes (dtype: {io})."]
+        dtypes: dict[str, set[str]] = {}
+        for (ref_file, signature), (other_file, _) in zip(
+                export_signatures(manifest, reference),
+                export_signatures(manifest, quantization)):
+            tensors = _tensors(os.path.join(export_dir, other_file), signature)
+            if [(d, n, s) for d, n, s, _ in tensors] != reference_tensors[ref_file, signature]:
+                raise ValueError(f"{other_file} ({signature}) has tensors {tensors}, unlike "
+                                 f"{ref_file}: {reference_tensors[ref_file, signature]}.")
+            for _, name, _, dtype in tensors:
+                dtypes.setdefault(dtype, set()).add(name)
+        listing = "; ".join(f"{', '.join(f'`{n}`' for n in sorted(names))}: {dtype}"
+                            for dtype, names in sorted(dtypes.items()))
+        lines += ["", f"The `_{quantization}` files of the same export were checked to have "
+                      f"the same signatures, tensor names and shapes (dtypes: {listing})."]
     return "\n".join(lines) + "\n"
 
 

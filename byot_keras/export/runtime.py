@@ -171,8 +171,10 @@ class CascadeRuntime:
         start = time.perf_counter()
         feed = {IMAGE: image}
         for k, segment in enumerate(self.segments, start=1):
-            outputs = segment(**feed)
-            probabilities = softmax(np.asarray(outputs[LOGITS], np.float64))[0]
+            # raw: an int8 trunk_out goes to the next segment as it is (no float trip).
+            outputs = segment.raw(**feed)
+            logits = segment.to_float(LOGITS, outputs[LOGITS])
+            probabilities = softmax(np.asarray(logits, np.float64))[0]
             confidence = probabilities.max()
             if k == self.num_exits or (threshold is not None and confidence >= threshold):
                 break
