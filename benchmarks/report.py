@@ -13,8 +13,8 @@ TITLES = {
 MB = 2**20
 
 
-def render(results: dict) -> str:
-    """The whole page."""
+def render(results: dict, notes: str | None = None) -> str:
+    """The whole page; `notes` (Markdown, e.g. benchmarks/what_we_tried.md) ends it."""
     lines = _header(results)
     lines += _targets(results)
     lines += _throughput(results)
@@ -23,6 +23,8 @@ def render(results: dict) -> str:
     lines += _starvation(results)
     lines += _inference(results)
     lines += _accuracy(results)
+    if notes:
+        lines += [notes.strip(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -396,3 +398,168 @@ def _published(accuracy: dict) -> list[str]:
                      + " / ".join(f"{v:.2f}" for v in p.classifiers)
                      + f" | {ensemble} | {p.source} |")
     return lines + [""]
+
+
+# --------------------------------------------------------------------------- README block
+
+README_START = "<!-- performance:start -->"
+README_END = "<!-- performance:end -->"
+
+
+def render_readme(results: dict, page: str = "benchmarks/RESULTS.md") -> str:
+    """The README's "Performance" block (between README_START and README_END, markers
+    excluded): the headline figures of a full run, each table from the JSON, and the
+    papers' published numbers beside ours with what makes the work different."""
+    runs = results["runs"]
+    host = results["host"]
+    versions = host["versions"]
+    lines = [
+        f"<!-- Generated from benchmarks/results/benchmarks_{results['mode']}.json by "
+        f"`python -m benchmarks.run --{results['mode']} --render_only`: do not edit by "
+        "hand. -->",
+        "",
+        f"Measured with `{runs[0]['command']}` (started {runs[0]['started_at'][:10]}"
+        + "".join(f"; then `{r['command']}`" for r in runs[1:])
+        + f") on {host['cpu']}, {host['logical_cpus']} logical CPUs, no GPU; TensorFlow "
+        f"{versions.get('tensorflow')}, Keras {versions.get('keras')}. The machine is "
+        "shared, so absolute times vary: read the ratios, which pair windows timed seconds "
+        f"apart in one process. Every table, the method and the load: [{page}]({page}).",
+        "",
+    ]
+    lines += _readme_training(results)
+    lines += _readme_inference(results)
+    lines += _readme_starvation(results)
+    lines += _readme_accuracy(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _readme_training(results: dict) -> list[str]:
+    rows = []
+    for _key, group in _plain_groups(results):
+        spec = group["group"]
+        for label, entry in group["results"].items():
+            if entry.get("input") == "pipeline":
+                continue
+            memory = (entry.get("profile") or {}).get("memory") or {}
+            peak = memory.get("step_peak_bytes")
+            rows.append(
+                f"| `{spec['model']}` x{spec['width_multiplier']:g} | {spec['batch_size']} | "
+                f"{label} | {entry['images_per_s']:.1f} | "
+                f"{entry.get('flops_ratio', float('nan')):.3f} | "
+                f"{entry.get('wall_ratio', float('nan')):.3f} / "
+                f"{entry.get('cpu_ratio', float('nan')):.3f} | "
+                + (f"{peak / MB:,.0f}" if peak is not None else "-") + " |")
+    if not rows:
+        return []
+    lines = ["### Training step (CPU, in-memory data, SGD with momentum, Keras defaults)", "",
+             "| network | batch | method | images/s | FLOPs ratio to ce (the arithmetic "
+             "limit) | step-time ratio to ce (wall / CPU) | peak step memory MB |",
+             "|---|---:|---|---:|---:|---:|---:|", *rows, ""]
+    for row in results.get("targets") or []:
+        if row["is_target"]:
+            lines += [f"Target of issue 6: `byot` step time <= 1.05 x FLOPs ratio x `ce` "
+                      f"step time on ResNet-18 CIFAR, i.e. a ratio <= 1.05 x "
+                      f"{row['flops_ratio']:.3f} = {row['limit']:.3f}. Measured "
+                      f"{row['wall_ratio']:.3f} (wall) / {row['cpu_ratio']:.3f} (CPU): "
+                      f"**{_met(row['met_wall'])}** / **{_met(row['met_cpu'])}**.", ""]
+    return lines
+
+
+def _readme_inference(results: dict) -> list[str]:
+    section = _inference(results)
+    if not section:
+        return []
+    # The page's table, without its long notes: title, blank, header, rule, rows.
+    table = [line for line in section[2:] if line.startswith("|")]
+    figures = results["inference"]
+    notes = []
+    if figures.get("keras"):
+        notes.append(f"Keras: `{figures['keras']['model']}`, each exit's deployable "
+                     "sub-network")
+    if figures.get("tflite"):
+        source = "benchmarks/" + figures["tflite"]["source"].removeprefix("benchmarks/")
+        notes.append(f"TFLite: [{source}]({source}) (`python -m benchmarks.tflite_latency`"
+                     f", measured {figures['tflite']['measured_at'][:10]})")
+    return (["### Inference latency per exit (batch 1, ms)", "", *table, "",
+             "; ".join(notes) + ". The early-exit cascade's accuracy against its cost is "
+             "in the accuracy section of the full page.", ""])
+
+
+def _readme_starvation(results: dict) -> list[str]:
+    entry = results.get("starvation") or {}
+    figures = entry.get("figures")
+    if not figures:
+        return []
+    return ["### Input pipeline",  "",
+            f"Starvation ratio (steps/s on the CIFAR-10 training pipeline over steps/s on "
+            f"in-memory data, `{figures['model']}` x{figures['width_multiplier']}, batch "
+            f"{figures['batch_size']}): {figures['median_ratio']:.3f}, i.e. the pipeline "
+            f"costs {100 * figures['slowdown']:.1f} % (target <= "
+            f"{100 * figures['target_slowdown']:.0f} %: "
+            f"{'met' if figures.get('met') else 'missed'}).", ""]
+
+
+def _readme_accuracy(results: dict) -> list[str]:
+    accuracy = results.get("accuracy") or {}
+    if "plan" not in accuracy:
+        return []
+    plan = accuracy["plan"]
+    train = plan["train_examples"] or 50000
+    lines = ["### Accuracy at a small fixed budget, beside the published numbers", "",
+             f"Ours: offline CIFAR-10, {plan['epochs']} epochs on {train:,} training images, "
+             f"seeds {', '.join(map(str, plan['seeds']))}, top-1 (%) mean +- std. Published: "
+             "CIFAR-100 at full width after 200-250 epochs (BYOT, ICCV 2019), the only "
+             "numbers the papers give for these networks. **Not the same work** (data set, "
+             "width and budget differ): the published column gives the scale a full run "
+             "reaches, it is not a comparison. No paper reports CPU training throughput, "
+             "memory or latency, so the tables above have no published counterpart.", "",
+             "| network | method | ours: exits, shallow to deep | ours: ensemble | "
+             "published (CIFAR-100): exits | published: ensemble |",
+             "|---|---|---|---:|---|---:|"]
+    published = _published_by_model()
+    for model_key, by_method in accuracy["results"].items():
+        model = model_key.split(" ")[0]
+        num_exits = max(len(m["summary"]) - 1 for m in by_method.values())
+        for method, entry in by_method.items():
+            summary = entry["summary"]
+            if method == "ce":
+                ours, ensemble = _mean_std(summary.get("exit_1")), "-"
+                paper = published.get((model.removesuffix("_byot"), "ce"))
+            else:
+                ours = " / ".join(_mean_std(summary.get(f"exit_{k}"))
+                                  for k in range(1, num_exits + 1))
+                ensemble = _mean_std(summary.get("ensemble"))
+                paper = published.get((model, method))
+            paper_exits = " / ".join(f"{v:.2f}" for v in paper.classifiers) if paper else "-"
+            paper_ensemble = (f"{paper.ensemble:.2f}" if paper and paper.ensemble is not None
+                              else "-")
+            lines.append(f"| `{model_key}` | {method} | {ours} | {ensemble} | {paper_exits} "
+                         f"| {paper_ensemble} |")
+    return lines + [""]
+
+
+def _published_by_model() -> dict:
+    """(zoo name, method) -> the comparable published CIFAR-100 result."""
+    try:
+        from byot_keras.zoo.cards import BASELINE, PUBLISHED
+    except ImportError:
+        return {}
+    methods = {"BYOT": "byot", BASELINE: "ce"}
+    return {(p.model, methods[p.method]): p for p in PUBLISHED
+            if p.comparable and p.method in methods}
+
+
+def replace_readme_block(readme: str, block: str) -> str:
+    """`readme` with the text between README_START and README_END replaced by `block`."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no {README_START} ... {README_END} block.")
+    return readme[:start + len(README_START)] + "\n" + block + readme[end:]
+
+
+def readme_block(readme: str) -> str:
+    """The text between the markers (what `replace_readme_block` wrote)."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no {README_START} ... {README_END} block.")
+    return readme[start + len(README_START) + 1:end]

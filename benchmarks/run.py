@@ -3,6 +3,10 @@
     python -m benchmarks.run --full    # ~1 hour on 2 CPU cores -> benchmarks/RESULTS.md
     python -m benchmarks.run --quick   # < 3 min -> benchmarks/results/RESULTS_quick.md
     python -m benchmarks.run --smoke --output_dir /tmp/bench   # ~30 s: the code path only
+    python -m benchmarks.run --full --render_only   # re-render RESULTS.md + README block
+
+`--full` (without --output_dir) also rewrites README.md's "Performance" block (between
+`<!-- performance:start -->` and `<!-- performance:end -->`) from its JSON.
 
 Measures, in one process and interleaved (see benchmarks/training_speed.py):
 
@@ -43,6 +47,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_DATA_DIR = os.environ.get("BYOT_TFDS_DIR",
                                   os.path.join(os.path.dirname(ROOT), "shared", "data", "tfds"))
+README = os.path.join(ROOT, "README.md")
+# Hand-written: what was tried for speed and what it gave; ends the --full page.
+NOTES = os.path.join(HERE, "what_we_tried.md")
 MODES = ("smoke", "quick", "full")
 METHODS = ("ce", "byot", "msd", "eed")
 SECTIONS = ("speed", "inference", "starvation", "accuracy")
@@ -339,8 +346,11 @@ def run(mode: str, *, data_dir: str | None = DEFAULT_DATA_DIR, output_dir: str |
     results = _previous(json_path, mode) if merge else None
     if results is None:
         results = {"mode": mode, "speed": {}, "runs": []}
+    # What this mode measures: a section the plan leaves out (quick mode's accuracy) is
+    # not reported as missing.
+    planned_sections = [s for s in SECTIONS if s != "accuracy" or plan.accuracy is not None]
     results.update(host=host_facts(), data_dir=data_dir,
-                   planned={"sections": list(SECTIONS), "groups": planned})
+                   planned={"sections": planned_sections, "groups": planned})
     results["runs"].append(this_run)
 
     def save():
@@ -348,7 +358,9 @@ def run(mode: str, *, data_dir: str | None = DEFAULT_DATA_DIR, output_dir: str |
         this_run["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         results["targets"] = check_targets(results)
         write_atomically(json.dumps(results, indent=2, default=_json_default), json_path)
-        write_atomically(report.render(results), md_path)
+        write_atomically(report.render(results, notes=_notes(mode, output_dir)), md_path)
+        if mode == "full" and not output_dir:
+            update_readme(results)
 
     inference_done = False
     if "speed" in sections:
@@ -408,7 +420,8 @@ def _previous(json_path: str, mode: str) -> dict | None:
 
 
 def render_only(mode: str, output_dir: str | None = None) -> str:
-    """Rewrites the Markdown page from the stored JSON (after a change of the layout)."""
+    """Rewrites the Markdown page (and for --full the README's "Performance" block) from
+    the stored JSON (after a change of the layout or of the notes)."""
     from benchmarks import report
 
     md_path, json_path = default_outputs(mode, output_dir)
@@ -416,8 +429,28 @@ def render_only(mode: str, output_dir: str | None = None) -> str:
         results = json.load(f)
     if "runs" not in results:
         results = _previous(json_path, mode)
-    write_atomically(report.render(results), md_path)
+    write_atomically(report.render(results, notes=_notes(mode, output_dir)), md_path)
+    if mode == "full" and not output_dir:
+        update_readme(results)
     return md_path
+
+
+def _notes(mode: str, output_dir: str | None) -> str | None:
+    """The hand-written notes that end the --full page (benchmarks/what_we_tried.md)."""
+    if mode != "full" or output_dir or not os.path.exists(NOTES):
+        return None
+    with open(NOTES) as f:
+        return f.read()
+
+
+def update_readme(results: dict, path: str = README) -> None:
+    """Rewrites the README's block between `<!-- performance:start -->` and
+    `<!-- performance:end -->` from `results` (see report.render_readme)."""
+    from benchmarks import report
+
+    with open(path) as f:
+        text = f.read()
+    write_atomically(report.replace_readme_block(text, report.render_readme(results)), path)
 
 
 def _json_default(value):

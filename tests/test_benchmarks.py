@@ -116,3 +116,33 @@ def test_smoke_run_writes_the_report_and_its_figures(tmp_path):
     latency = results["inference"]["keras"]["median_ms"]
     assert sorted(latency) == ["all exits", "exit_1", "exit_2", "exit_3"]
     assert all(value > 0 for value in latency.values())
+
+
+def test_readme_performance_block_is_the_renderer_output_of_the_stored_json():
+    """README.md's "Performance" block is generated (python -m benchmarks.run --full
+    [--render_only]), not typed: it equals what the renderer makes of the checked-in
+    JSON."""
+    import os
+
+    from benchmarks import report
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "benchmarks", "results", "benchmarks_full.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    assert report.readme_block(readme) == report.render_readme(results)
+    # The section sits before the layout table, which lists the benchmarks.
+    assert readme.index("## Performance") < readme.index("## Layout")
+    assert "| `benchmarks/" in readme[readme.index("## Layout"):]
+
+
+def test_readme_block_replacement_keeps_the_rest_of_the_file():
+    from benchmarks import report
+
+    text = f"# t\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n"
+    new = report.replace_readme_block(text, "new table\n")
+    assert new == f"# t\n\nbefore\n{report.README_START}\nnew table\n{report.README_END}\nafter\n"
+    assert report.readme_block(new) == "new table\n"
+    with pytest.raises(ValueError, match="performance:start"):
+        report.replace_readme_block("no markers", "x")
