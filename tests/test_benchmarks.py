@@ -1,0 +1,148 @@
+"""The benchmark code (benchmarks/run.py and helpers) runs end to end and reads profiles
+correctly. Timings are not asserted: they are measurements, not behaviour."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import profiling, training_speed
+from benchmarks import run as bench
+
+MS = 10**9  # picoseconds per millisecond
+
+
+def _write_xplane(path, ops, memory):
+    """An XSpace with one host plane: `ops` are (name, start_ms, duration_ms) on one
+    executor thread, `memory` (event name, bytes in use) allocator records."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    names = {}
+
+    def metadata(name):
+        if name not in names:
+            names[name] = len(names) + 1
+            plane.event_metadata[names[name]].name = name
+        return names[name]
+
+    plane.stat_metadata[1].name = "bytes_allocated"
+    line = plane.lines.add(name="tf_Compute/1")
+    for name, start, duration in ops:
+        line.events.add(metadata_id=metadata(name), offset_ps=int(start * MS),
+                        duration_ps=int(duration * MS))
+    for offset, (name, in_use) in enumerate(memory):
+        event = line.events.add(metadata_id=metadata(name), offset_ps=offset, duration_ps=0)
+        event.stats.add(metadata_id=1, int64_value=in_use)
+    path.write_bytes(space.SerializeToString())
+
+
+def test_profile_summary_counts_self_time_per_model_part(tmp_path):
+    network = "resnet18_byot_network"
+    ops = [
+        # The function call wraps every op: control ops are not counted.
+        ("StatefulPartitionedCall:StatefulPartitionedCall", 0, 100),
+        (f"StatefulPartitionedCall/m/{network}_1/stage1_conv1_1/Conv2D:Conv2D", 1, 10),
+        # An op with one nested in it: 10 - 3 ms of its own.
+        (f"gradient_tape/m/{network}_1/stage1_bn1_1/mul:Mul", 20, 10),
+        (f"gradient_tape/m/{network}_1/stage1_bn1_1/sub:Sub", 22, 3),
+        (f"StatefulPartitionedCall/m/{network}_1/exit_1_head_sep1_dw1_1/d:Depthwise", 40, 4),
+        (f"StatefulPartitionedCall/m/{network}_1/exit_4_1/MatMul:MatMul", 45, 2),
+        ("StatefulPartitionedCall/adaptation_1_1/MatMul:MatMul", 48, 1),
+        ("StatefulPartitionedCall/AddN_7:AddN", 50, 5),
+        ("StatefulPartitionedCall/Softmax:Softmax", 56, 0.5),
+        ("StatefulPartitionedCall/sgd/Mul_2:Mul", 60, 2),
+        ("ExecutorState::Process", 70, 9),  # a runtime marker, not an op
+    ]
+    memory = [("MemoryAllocation", 1000), ("MemoryAllocation", 5000),
+              ("MemoryDeallocation", 3000), ("MemoryAllocation", 4000)]
+    path = tmp_path / "host.xplane.pb"
+    _write_xplane(path, ops, memory)
+
+    summary = profiling.summarize_xplane(str(path), network_name=network, num_exits=4)
+
+    # Hand-computed: backbone = conv 10 + mul (10 - 3) + sub 3 + deepest classifier 2.
+    assert summary["op_ms"] == pytest.approx({
+        "backbone": 22.0, "heads": 5.0, "gradient sums": 5.0, "loss and metrics": 0.5,
+        "optimizer": 2.0})
+    assert summary["memory"]["peak_bytes_in_use"] == 5000
+    assert summary["memory"]["step_temporary_bytes"] == 5000 - 1000
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    values, reference = [3.0, 2.0, 9.0, 4.0], [1.5, 2.0, 3.0, 1.0]
+    expected = float(np.median(np.array(values) / np.array(reference)))
+    assert training_speed.paired_ratio(values, reference) == pytest.approx(expected)
+
+
+def test_unknown_mode_or_section_is_refused_with_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="smoke, quick, full"):
+        bench.run("fast", output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="speed, inference, starvation, accuracy"):
+        bench.run("smoke", output_dir=str(tmp_path), sections=("speed", "latency"))
+
+
+def test_smoke_run_writes_the_report_and_its_figures(tmp_path):
+    results = bench.main(["--smoke", "--output_dir", str(tmp_path), "--data_dir", "",
+                          "--sections", "speed,inference"])
+
+    stored = json.loads((tmp_path / "benchmarks_smoke.json").read_text())
+    page = (tmp_path / "RESULTS_smoke.md").read_text()
+    assert stored["targets"] == results["targets"]
+    assert "python -m benchmarks.run --smoke" in page
+    for heading in ("## Targets", "## Training throughput", "## Where a training step's time",
+                    "## Inference latency per exit"):
+        assert heading in page
+
+    group = results["speed"]["alexnet_tiny"]
+    ce, byot = group["results"]["ce"], group["results"]["byot"]
+    assert byot["images_per_s"] == pytest.approx(byot["batch_size"] / byot["step_s"])
+    assert len(byot["windows_wall_s"]) == group["group"]["windows"]
+    # The plain network's training MACs are its deployable exit's (a separate count).
+    from byot_keras import zoo
+
+    plain = zoo.create_model("alexnet_byot", method="ce", num_classes=10,
+                             width_multiplier=0.125)
+    assert ce["train_macs"] == plain.exit_costs()[-1]["macs"]
+    assert byot["flops_ratio"] == pytest.approx(byot["train_macs"] / ce["train_macs"])
+    assert byot["flops_ratio"] > 1.0
+    # Only the multi-exit model has heads; both run backbone ops.
+    assert ce["profile"]["op_ms"]["heads"] == 0
+    assert byot["profile"]["op_ms"]["heads"] > 0 and byot["profile"]["op_ms"]["backbone"] > 0
+    (row,) = results["targets"]
+    assert row["method"] == "byot"
+    assert row["limit"] == pytest.approx(bench.OVERHEAD_TARGET * byot["flops_ratio"])
+    latency = results["inference"]["keras"]["median_ms"]
+    assert sorted(latency) == ["all exits", "exit_1", "exit_2", "exit_3"]
+    assert all(value > 0 for value in latency.values())
+
+
+def test_readme_performance_block_is_the_renderer_output_of_the_stored_json():
+    """README.md's "Performance" block is generated (python -m benchmarks.run --full
+    [--render_only]), not typed: it equals what the renderer makes of the checked-in
+    JSON."""
+    import os
+
+    from benchmarks import report
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "benchmarks", "results", "benchmarks_full.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    assert report.readme_block(readme) == report.render_readme(results)
+    # The section sits before the layout table, which lists the benchmarks.
+    assert readme.index("## Performance") < readme.index("## Layout")
+    assert "| `benchmarks/" in readme[readme.index("## Layout"):]
+
+
+def test_readme_block_replacement_keeps_the_rest_of_the_file():
+    from benchmarks import report
+
+    text = f"# t\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n"
+    new = report.replace_readme_block(text, "new table\n")
+    assert new == f"# t\n\nbefore\n{report.README_START}\nnew table\n{report.README_END}\nafter\n"
+    assert report.readme_block(new) == "new table\n"
+    with pytest.raises(ValueError, match="performance:start"):
+        report.replace_readme_block("no markers", "x")
