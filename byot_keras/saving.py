@@ -24,11 +24,23 @@ def save_model_atomically(model: keras.Model, path: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise ValueError(f"Cannot save into '{folder}': it is a file, not a folder.")
+    return replace_atomically(path, model.save, suffix=".keras")
+
+
+def replace_atomically(path: str, write, suffix: str = "") -> str:
+    """Calls `write(temporary)` on a new file in `path`'s folder, then renames it over
+    `path`; if `write` fails, the temporary file is removed and `path` is untouched.
+
+    Example:
+        >>> replace_atomically("/tmp/doc_note.txt", lambda p: open(p, "w").write("hi"))
+        '/tmp/doc_note.txt'
+    """
+    folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".saving-", suffix=".keras", dir=folder)
+    handle, temporary = tempfile.mkstemp(prefix=".saving-", suffix=suffix, dir=folder)
     os.close(handle)
     try:
-        model.save(temporary)
+        write(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

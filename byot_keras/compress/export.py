@@ -36,6 +36,7 @@ from byot_keras.export.tflite import (
     _prepare_output_dir,
     _publish,
     file_name,
+    manifest_input,
 )
 
 WRAPPER_PREFIXES = ("quant_", "prune_low_magnitude_")
@@ -252,13 +253,7 @@ def export_network(
             "num_classes": num_classes,
             "num_exits": len(names),
             "signature": SIGNATURE,
-            "input": {
-                "name": IMAGE,
-                "shape": [None, *input_shape],
-                "dtype": "int8" if ("int8" in quantizations and int8_io) else "float32",
-                "layout": "NHWC",
-                "normalization": normalization or {"scale": 1.0, "mean": 0.0, "std": 1.0},
-            },
+            "input": manifest_input(input_shape, quantizations, int8_io, normalization),
             "labels_file": "labels.txt",
             "quantizations": quantizations,
             "int8_io": bool(int8_io),

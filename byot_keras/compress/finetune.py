@@ -134,3 +134,29 @@ def fit(trainer, images: np.ndarray, labels: np.ndarray, *, epochs: int = 1,
     history = trainer.fit(images, labels, batch_size=batch_size, epochs=epochs,
                           callbacks=list(callbacks), verbose=verbose)
     return {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+def compression_record(method: str, model, twin_result, images: np.ndarray, *, epochs: int,
+                       batch_size: int, learning_rate: float, history, eval_data=None,
+                       **details) -> dict:
+    """The manifest's `compression` entry shared by QAT and pruning: the tool, the twin's
+    match to the Keras 3 model, the fine-tuning run, `details` of the method, and (with
+    `eval_data`) the float Keras model's top-1 per exit for comparison."""
+    tfmot = extra.tfmot()
+    record = {
+        "method": method,
+        "tool": f"tensorflow-model-optimization {tfmot.__version__}",
+        "builder": twin_result.builder,
+        "twin_max_abs_diff": {k: v["max_abs_diff"] for k, v in
+                              twin_result.differences.items()},
+        **details,
+        "finetune": {"examples": int(len(images)), "epochs": epochs,
+                     "batch_size": batch_size, "learning_rate": learning_rate,
+                     "loss": repr(model.objective), "history": history},
+    }
+    if eval_data is not None:
+        logits = model.predict(eval_data[0], verbose=0)
+        record["float_keras_accuracy"] = {
+            name: float(np.mean(np.argmax(logits[name], -1) == eval_data[1]))
+            for name in model.exit_names}
+    return record

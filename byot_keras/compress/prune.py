@@ -150,26 +150,13 @@ def magnitude_pruning(
                            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     pruned = strip(wrapped)
     per_layer = kernel_sparsity(pruned)
-    compression = {
-        "method": "magnitude_pruning",
-        "tool": f"tensorflow-model-optimization {tfmot.__version__}",
-        "builder": twin_result.builder,
-        "twin_max_abs_diff": {k: v["max_abs_diff"] for k, v in
-                              twin_result.differences.items()},
-        "target_sparsity": float(target_sparsity),
-        "schedule": {"kind": "PolynomialDecay", **schedule, "total_steps": steps},
-        "pruned_layers": len(per_layer),
-        "kernel_sparsity": overall_sparsity(pruned),
-        "min_layer_sparsity": min(per_layer.values()) if per_layer else 0.0,
-        "finetune": {"examples": int(len(images)), "epochs": epochs,
-                     "batch_size": batch_size, "learning_rate": learning_rate,
-                     "loss": repr(model.objective), "history": history},
-    }
-    if eval_data is not None:
-        logits = model.predict(eval_data[0], verbose=0)
-        compression["float_keras_accuracy"] = {
-            name: float(np.mean(np.argmax(logits[name], -1) == eval_data[1]))
-            for name in model.exit_names}
+    compression = finetune.compression_record(
+        "magnitude_pruning", model, twin_result, images, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, history=history,
+        eval_data=eval_data, target_sparsity=float(target_sparsity),
+        schedule={"kind": "PolynomialDecay", **schedule, "total_steps": steps},
+        pruned_layers=len(per_layer), kernel_sparsity=overall_sparsity(pruned),
+        min_layer_sparsity=min(per_layer.values()) if per_layer else 0.0)
     return export.export_network(
         pruned, output_dir, model_name=model.name, costs=model.exit_costs(),
         quantizations=quantizations, representative_data=representative_data,

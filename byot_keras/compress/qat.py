@@ -192,7 +192,7 @@ def quantization_aware_training(
     """
     from byot_keras.compress import export, finetune, twin
 
-    tfmot = extra.tfmot()
+    extra.require()  # before any work: a missing extra names its install command
     check = representative_data if representative_data is not None else images
     twin_result = twin.build_twin(model, model_name, check_images=np.asarray(check[:32]),
                                   **(builder_kwargs or {}))
@@ -200,21 +200,10 @@ def quantization_aware_training(
     trainer = finetune.distillation_trainer(quantized, model)
     history = finetune.fit(trainer, images, labels, epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, seed=seed, verbose=verbose)
-    compression = {
-        "method": "quantization_aware_training",
-        "tool": f"tensorflow-model-optimization {tfmot.__version__}",
-        "builder": twin_result.builder,
-        "twin_max_abs_diff": {k: v["max_abs_diff"] for k, v in
-                              twin_result.differences.items()},
-        "finetune": {"examples": int(len(images)), "epochs": epochs,
-                     "batch_size": batch_size, "learning_rate": learning_rate,
-                     "loss": repr(model.objective), "history": history},
-    }
-    if eval_data is not None:
-        logits = model.predict(eval_data[0], verbose=0)
-        compression["float_keras_accuracy"] = {
-            name: float(np.mean(np.argmax(logits[name], -1) == eval_data[1]))
-            for name in model.exit_names}
+    compression = finetune.compression_record(
+        "quantization_aware_training", model, twin_result, images, epochs=epochs,
+        batch_size=batch_size, learning_rate=learning_rate, history=history,
+        eval_data=eval_data)
     return export.export_network(
         quantized, output_dir, model_name=model.name, costs=model.exit_costs(),
         quantizations=["int8"], qat=True, representative_data=representative_data,

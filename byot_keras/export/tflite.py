@@ -36,6 +36,18 @@ MULTI_SIGNATURE_STEM = "model"
 MANIFEST_VERSION = 1
 
 
+def manifest_input(input_shape, quantizations: Sequence[str], int8_io: bool,
+                   normalization: dict | None) -> dict:
+    """The manifest's `input` entry: what an app feeds every file's `image` tensor."""
+    return {
+        "name": IMAGE,
+        "shape": [None, *[int(d) for d in input_shape]],
+        "dtype": "int8" if ("int8" in quantizations and int8_io) else "float32",
+        "layout": "NHWC",
+        "normalization": normalization or {"scale": 1.0, "mean": 0.0, "std": 1.0},
+    }
+
+
 def file_name(stem: str, quantization: str) -> str:
     """`exit_1.tflite` for float32, `exit_1_int8.tflite` etc. for the others."""
     return f"{stem}.tflite" if quantization == "float32" else f"{stem}_{quantization}.tflite"
@@ -459,13 +471,7 @@ def _write_export(model, folder, options, representative_data, max_calibration_e
         "num_classes": model.num_classes,
         "num_exits": model.num_exits,
         "signature": SIGNATURE,
-        "input": {
-            "name": IMAGE,
-            "shape": [None, *[int(d) for d in input_shape]],
-            "dtype": "int8" if ("int8" in quantizations and int8_io) else "float32",
-            "layout": "NHWC",
-            "normalization": normalization or {"scale": 1.0, "mean": 0.0, "std": 1.0},
-        },
+        "input": manifest_input(input_shape, quantizations, int8_io, normalization),
         "labels_file": "labels.txt",
         "quantizations": quantizations,
         "int8_io": bool(int8_io),

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import tempfile
 
 import keras
 
+from byot_keras.saving import replace_atomically
 from byot_keras.train.trainer import write_json_atomically
 
 
@@ -119,15 +119,8 @@ def plot_report(report: dict, path: str) -> str:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(handle)
     try:
-        figure.savefig(temporary)
-        os.replace(temporary, path)
+        replace_atomically(path, figure.savefig, suffix=".png")
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
