@@ -38,8 +38,8 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -288,16 +288,9 @@ def host_facts() -> dict:
 
 
 def write_atomically(text: str, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".bench-", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    from byot_keras.saving import replace_atomically
+
+    replace_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def default_outputs(mode: str, output_dir: str | None) -> tuple[str, str]:

@@ -25,7 +25,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import keras
 
 from byot_keras import zoo
+from byot_keras.saving import replace_atomically
 
 FACTS_VERSION = 1
 MEASUREMENTS_VERSION = 1
@@ -666,16 +666,7 @@ def render_index(facts: dict) -> str:
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
     """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".cards-", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    replace_atomically(str(path), lambda temporary: Path(temporary).write_text(text))
 
 
 def facts_json(facts: dict) -> str:
