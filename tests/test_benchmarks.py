@@ -146,3 +146,29 @@ def test_readme_block_replacement_keeps_the_rest_of_the_file():
     assert report.readme_block(new) == "new table\n"
     with pytest.raises(ValueError, match="performance:start"):
         report.replace_readme_block("no markers", "x")
+
+
+
+def test_int8_agreement_report_counts_agreements_against_the_target():
+    """The benchmark's own numbers come from export_tflite, CascadeRuntime and LiteRTModel
+    (tested elsewhere); a run converts 16 files (~75 s), so only its parsing and report
+    are checked here."""
+    from benchmarks import int8_agreement
+
+    assert int8_agreement.parse_budget("64:1:32") == (64, 1, 32)
+    for bad in ("64:1", "64:0:32", "a:1:32"):
+        with pytest.raises(ValueError, match="examples:epochs:batch"):
+            int8_agreement.parse_budget(bad)
+    row = dict(float_accuracy=0.4, int8_accuracy=0.39, int8_logit_rms_error=0.03,
+               median_top2_gap=0.2, float32_bytes=4000, int8_bytes=1000)
+    results = {"model": "resnet18_byot", "width_multiplier": 0.25, "learning_rate": 0.05,
+               "seed": 0, "test_examples": 100, "calibration_examples": 16, "target": 0.97,
+               "host": {"cpu": "test", "logical_cpus": 2}, "date": "today",
+               "models": [{"train_examples": 64, "epochs": 1, "batch_size": 32, "exits": [
+                   {**row, "exit": "exit_1", "file_agreement": 0.96,
+                    "cascade_agreement": 0.97},
+                   {**row, "exit": "exit_2", "file_agreement": 0.99,
+                    "cascade_agreement": 0.98}]}]}
+    text = int8_agreement.markdown(results)
+    assert "**3 of 4**" in text and "range 96.00-99.00 %" in text
+    assert "--budgets=64:1:32" in text and "| exit_2 |" in text and "4.00x" in text
