@@ -1,4 +1,4 @@
-"""Real images: a few thousand offline CIFAR-10 pictures train a narrow ResNet-18 once
+"""Real images: 5,000 offline CIFAR-10 pictures train a narrow ResNet-18 once
 (about a minute on 2 cores); the tests then check training (every exit beats chance),
 and the TFLite export on real test images (float32 files and the cascade match the
 Keras exits; int8 files and the int8 cascade, which hands int8 trunk tensors on, agree
@@ -15,7 +15,7 @@ from byot_keras.export import LiteRTModel, export_tflite
 
 @pytest.fixture(scope="module")
 def cifar(cifar10_dir):
-    train = load_cifar("cifar10", "train[:2500]", cifar10_dir)
+    train = load_cifar("cifar10", "train[:5000]", cifar10_dir)
     test = load_cifar("cifar10", "test[:1000]", cifar10_dir)
     return train, test
 
@@ -55,7 +55,7 @@ def exported(trained, cifar, tmp_path_factory):
     model, _ = trained
     (x_train, _), (x_test, y_test) = cifar
     folder = tmp_path_factory.mktemp("export")
-    eval_data = (x_test[:500], y_test[:500])
+    eval_data = (x_test, y_test)
     # model.tflite holds the exit files' graphs (test_export_multisignature.py checks
     # it against them and the Keras exits); not converted again here, to save time.
     floats = export_tflite(model, folder / "float32", eval_data=eval_data,
@@ -110,15 +110,13 @@ def test_int8_files_agree_with_the_float_model_and_are_much_smaller(exported):
     # and one separable conv per later section; exits hang off sections 1, 2, 3 of 4.
     assert ints["calibration"]["int8_equalized_layer_pairs"] == (2 + 6) + (2 + 4) + (2 + 2)
     assert ints["calibration"]["int8_float_classifier"] is True
-    # This 3-epoch model is ~30 % accurate: the median top-2 logit gap of exit 1 is
-    # ~0.14, so int8 noise flips some answers. Measured (the 2.5k-image, 3-epoch training
-    # is reproducible here) on these 500 / on 2,000 test images: 0.976 / 0.969, 0.982 /
-    # 0.972, 0.974 / 0.981, 0.986 / 0.989; without the float classifier and equalization
-    # 0.956 / 0.948, 0.978 / 0.955, 0.964 / 0.958, 0.988 / 0.984. Exit 1 is at the 97 %
-    # target on these 500 but just under it on 2,000, so it is held to 96 %; the others
-    # must meet 97 %.
-    assert agreements[0] >= 0.96, agreements
-    assert min(agreements[1:]) >= 0.97, agreements
+    # An answer flips when int8 noise on the logits exceeds the gap between the two
+    # largest ones, so agreement depends on the model: over four briefly trained models
+    # (benchmarks/results/int8_agreement.md) exit files and cascades agree on 95.1-99.0 %.
+    # This one (5,000 images, 3 epochs, ~35-44 % accurate; reproducible here) measured
+    # 0.973, 0.977, 0.975, 0.988 on these 1,000 test images; on the 2,500-image model it
+    # replaced, exit 1 was at 0.967 (its median top-2 logit gap was ~0.14).
+    assert min(agreements) >= 0.97, agreements
     deepest_ratio = floats["exits"][-1]["files"]["float32"]["bytes"] / \
         ints["exits"][-1]["files"]["int8"]["bytes"]
     assert deepest_ratio > 3.3, deepest_ratio  # ~4x for weights, minus fixed overhead
@@ -129,7 +127,7 @@ def test_int8_cascade_hands_int8_trunk_tensors_on_and_agrees(trained, cifar, exp
     _, (x_test, _) = cifar
     folder, _, ints = exported
     assert ints["int8_trunk"] is True
-    images = x_test[:500]
+    images = x_test
     expected = model.predict(images, verbose=0)
     feed = {"image": images}
     previous = None  # the last segment's int8 "trunk_out" (scale, zero point)
@@ -144,7 +142,7 @@ def test_int8_cascade_hands_int8_trunk_tensors_on_and_agrees(trained, cifar, exp
         logits = segment.to_float("logits", raw["logits"])
         agreement = np.mean(logits.argmax(-1) == expected[f"exit_{k}"].argmax(-1))
         print(f"int8 cascade exit_{k}: top-1 agreement with Keras {agreement:.3f}")
-        # Measured: 0.974, 0.984, 0.980, 0.984 (the exit files: see the test above).
+        # Measured: 0.979, 0.976, 0.976, 0.988 (the exit files: see the test above).
         assert agreement >= 0.97, (k, agreement)
         if "trunk_out" in raw:
             assert raw["trunk_out"].dtype == np.int8
