@@ -40,14 +40,6 @@ DEFAULT_DATA_DIR = os.environ.get("BYOT_TFDS_DIR",
                                   os.path.join(os.path.dirname(ROOT), "shared", "data", "tfds"))
 
 
-def _write_atomically(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".compress-", dir=os.path.dirname(path))
-    with os.fdopen(handle, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
-
-
 def train(settings: dict, work_dir: str):
     """Step 1: the briefly trained Keras 3 model (saved to work_dir/model.keras)."""
     import keras
@@ -267,8 +259,10 @@ def run(settings: dict, work_dir: str, output_stem: str) -> dict:
         "command": "python -m benchmarks.compress_cifar10 " + " ".join(
             f"--{k}={v}" for k, v in settings.items() if k != "data_dir"),
     }
-    _write_atomically(output_stem + ".json", json.dumps(report, indent=2) + "\n")
-    _write_atomically(output_stem + ".md", format_markdown(report))
+    from byot_keras.saving import write_text_atomically
+
+    write_text_atomically(output_stem + ".json", json.dumps(report, indent=2) + "\n")
+    write_text_atomically(output_stem + ".md", format_markdown(report))
     return report
 
 

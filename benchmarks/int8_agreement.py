@@ -23,7 +23,6 @@ import os
 import platform
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -190,7 +189,7 @@ def _host() -> dict:
 def main() -> None:
     import argparse
 
-    from byot_keras.saving import replace_atomically
+    from byot_keras.saving import write_text_atomically
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True, help="tfds data_dir holding cifar10")
@@ -212,9 +211,8 @@ def main() -> None:
     results.update(host=_host(), date=datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"))
     text = markdown(results)
-    replace_atomically(args.output + ".json", lambda path: Path(path).write_text(
-        json.dumps(results, indent=2) + "\n"))
-    replace_atomically(args.output + ".md", lambda path: Path(path).write_text(text))
+    write_text_atomically(args.output + ".json", json.dumps(results, indent=2) + "\n")
+    write_text_atomically(args.output + ".md", text)
     print(text)
 
 

@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import platform
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -136,15 +135,6 @@ def _host() -> dict:
     return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform()}
 
 
-def _write(text: str, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    with os.fdopen(handle, "w") as f:
-        f.write(text)
-    os.replace(temporary, path)
-
-
 def markdown(results: dict) -> str:
     lines = [
         "# Input pipeline vs. in-memory batch: steps/s of `fit`",
@@ -188,6 +178,8 @@ def markdown(results: dict) -> str:
 def main() -> None:
     import argparse
 
+    from byot_keras.saving import write_text_atomically
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True, help="tfds data_dir holding cifar10")
     parser.add_argument("--model", default="resnet18_byot")
@@ -206,8 +198,8 @@ def main() -> None:
                    load_after=[round(x, 2) for x in os.getloadavg()],
                    date=datetime.datetime.now(datetime.timezone.utc).isoformat(
                        timespec="seconds"))
-    _write(json.dumps(results, indent=2) + "\n", args.output + ".json")
-    _write(markdown(results), args.output + ".md")
+    write_text_atomically(args.output + ".json", json.dumps(results, indent=2) + "\n")
+    write_text_atomically(args.output + ".md", markdown(results))
     print(markdown(results))
 
 

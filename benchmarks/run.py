@@ -39,7 +39,6 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -288,9 +287,9 @@ def host_facts() -> dict:
 
 
 def write_atomically(text: str, path: str) -> None:
-    from byot_keras.saving import replace_atomically
+    from byot_keras.saving import write_text_atomically
 
-    replace_atomically(path, lambda temporary: Path(temporary).write_text(text))
+    write_text_atomically(path, text)
 
 
 def default_outputs(mode: str, output_dir: str | None) -> tuple[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import keras
 
@@ -46,3 +47,14 @@ def replace_atomically(path: str, write, suffix: str = "") -> str:
         if os.path.exists(temporary):
             os.remove(temporary)
     return str(path)
+
+
+def write_text_atomically(path: str, text: str) -> str:
+    """Writes `text` to `path` through `replace_atomically`: a reader sees the old file or
+    the new one, never half of it.
+
+    Example:
+        >>> write_text_atomically("/tmp/doc_note.txt", "hi\n")
+        '/tmp/doc_note.txt'
+    """
+    return replace_atomically(path, lambda temporary: Path(temporary).write_text(text))

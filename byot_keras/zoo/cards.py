@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 
 from byot_keras import zoo
-from byot_keras.saving import replace_atomically
+from byot_keras.saving import write_text_atomically
 
 FACTS_VERSION = 1
 MEASUREMENTS_VERSION = 1
@@ -666,7 +666,7 @@ def render_index(facts: dict) -> str:
 
 def write_atomically(path: str | os.PathLike, text: str) -> None:
     """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-    replace_atomically(str(path), lambda temporary: Path(temporary).write_text(text))
+    write_text_atomically(str(path), text)
 
 
 def facts_json(facts: dict) -> str:
