@@ -20,9 +20,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import tempfile
 import time
+
+from benchmarks.host import host_facts
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -175,17 +176,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _host() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform()}
-
-
 def main() -> None:
     import argparse
 
@@ -208,7 +198,7 @@ def main() -> None:
     results = run(args.data_dir, budgets, args.model, args.width_multiplier,
                   args.learning_rate, args.seed, args.test_examples,
                   args.calibration_examples)
-    results.update(host=_host(), date=datetime.datetime.now(
+    results.update(host=host_facts(), date=datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"))
     text = markdown(results)
     write_text_atomically(args.output + ".json", json.dumps(results, indent=2) + "\n")

@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import time
+
+from benchmarks.host import host_facts
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -124,17 +125,6 @@ def run(data_dir: str, model_name: str = "resnet18_byot", width_multiplier: floa
     }
 
 
-def _host() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform()}
-
-
 def markdown(results: dict) -> str:
     lines = [
         "# Input pipeline vs. in-memory batch: steps/s of `fit`",
@@ -194,7 +184,7 @@ def main() -> None:
     load_before = [round(x, 2) for x in os.getloadavg()]
     results = run(args.data_dir, args.model, args.width_multiplier, args.batch_size,
                   args.train_examples, args.rounds)
-    results.update(host=_host(), load_before=load_before, note=args.note,
+    results.update(host=host_facts(), load_before=load_before, note=args.note,
                    load_after=[round(x, 2) for x in os.getloadavg()],
                    date=datetime.datetime.now(datetime.timezone.utc).isoformat(
                        timespec="seconds"))

@@ -36,9 +36,10 @@ import datetime
 import gc
 import json
 import os
-import platform
 import sys
 import time
+
+from benchmarks.host import host_facts
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -255,35 +256,6 @@ def check_targets(results: dict) -> list[dict]:
                 "is_target": label == "byot" and key == "resnet18",
             })
     return rows
-
-
-# --------------------------------------------------------------------------- host facts
-
-
-def host_facts() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    memory_gb = None
-    try:
-        with open("/proc/meminfo") as f:
-            memory_gb = round(int(f.readline().split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    versions = {"python": platform.python_version()}
-    for package in ("tensorflow", "keras", "numpy", "byot-keras", "ai-edge-litert"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "memory_gb": memory_gb,
-            "platform": platform.platform(terse=True), "versions": versions}
 
 
 def write_atomically(text: str, path: str) -> None:

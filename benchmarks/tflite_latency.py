@@ -29,6 +29,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from benchmarks.host import cpu_name
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -38,17 +40,6 @@ INT8_SPEEDUP_TARGET = 2.0
 CASCADE_OVERHEAD_LIMIT = 1.1
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                               "tflite_latency.md")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _litert_version() -> str:
@@ -378,7 +369,7 @@ def run_benchmark(export_dir: str, output_md: str | None = DEFAULT_OUTPUT,
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
         "host": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(terse=True),
             "ai_edge_litert": _litert_version(),
