@@ -411,6 +411,8 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
+        # Process-wide, and TensorFlow has no public switch back: later training in
+        # the same process (e.g. a test session) runs deterministic ops too.
         tf.config.experimental.enable_op_determinism()
     source = pipeline.load_source(
         config.dataset, config.data_dir, download=config.download, image_size=config.image_size,
