@@ -90,53 +90,42 @@ def _run_safely(job) -> None:
         sys.exit(f"error: {error}")
 
 
-def qat_main(argv):
-    del argv
+def _compress(module: str, function: str, suffix: str, **options) -> None:
+    """Loads the model and data, runs `byot_keras.compress.<module>.<function>` (imported
+    only after the extra is checked) with the flags both commands share plus `options`,
+    and prints the report."""
 
     def job():
+        import importlib
+
         from absl import logging
 
         model, (x, y, representative, eval_data, normalization, labels) = _prepare()
-        from byot_keras.compress.qat import quantization_aware_training
-
+        compress = getattr(importlib.import_module(f"byot_keras.compress.{module}"), function)
         logging.set_verbosity(logging.WARNING)
-        output_dir = FLAGS.output_dir or os.path.join("tflite", f"{model.name}_qat")
-        manifest = quantization_aware_training(
+        output_dir = FLAGS.output_dir or os.path.join("tflite", f"{model.name}_{suffix}")
+        manifest = compress(
             model, x, y, output_dir, model_name=FLAGS.model, builder_kwargs=_builder_kwargs(),
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
             learning_rate=FLAGS.learning_rate, eval_data=eval_data,
             representative_data=representative, class_names=labels,
             normalization=normalization, int8_io=FLAGS.int8_io, cascade=FLAGS.cascade,
-            seed=FLAGS.seed, verbose=2,
+            seed=FLAGS.seed, verbose=2, **options,
         )
         _report(manifest, output_dir)
 
     _run_safely(job)
+
+
+def qat_main(argv):
+    del argv
+    _compress("qat", "quantization_aware_training", "qat")
 
 
 def prune_main(argv):
     del argv
-
-    def job():
-        from absl import logging
-
-        model, (x, y, representative, eval_data, normalization, labels) = _prepare()
-        from byot_keras.compress.prune import magnitude_pruning
-
-        logging.set_verbosity(logging.WARNING)
-        output_dir = FLAGS.output_dir or os.path.join("tflite", f"{model.name}_pruned")
-        manifest = magnitude_pruning(
-            model, x, y, output_dir, target_sparsity=FLAGS.target_sparsity,
-            model_name=FLAGS.model, builder_kwargs=_builder_kwargs(), epochs=FLAGS.epochs,
-            batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-            quantizations=FLAGS.quantizations, eval_data=eval_data,
-            representative_data=representative, class_names=labels,
-            normalization=normalization, int8_io=FLAGS.int8_io, cascade=FLAGS.cascade,
-            seed=FLAGS.seed, verbose=2,
-        )
-        _report(manifest, output_dir)
-
-    _run_safely(job)
+    _compress("prune", "magnitude_pruning", "pruned", target_sparsity=FLAGS.target_sparsity,
+              quantizations=FLAGS.quantizations)
 
 
 def _define_common_flags(epochs: int, learning_rate: float):

@@ -312,11 +312,7 @@ def _write_files(network, folder, names, costs, quantizations, qat, calibration,
             flatbuffer = convert(segment, input_name, quantization, segment_inputs, int8_io,
                                  qat)
             info = write(f"cascade/{file_name(f'segment_{k}', quantization)}", flatbuffer)
-            runner = LiteRTModel(flatbuffer)
-            info["inputs"] = {n: [int(d) for d in runner.input_details[n]["shape"][1:]]
-                              for n in runner.input_names}
-            info["outputs"] = {n: [int(d) for d in runner.output_details[n]["shape"][1:]]
-                               for n in runner.output_names}
+            info.update(LiteRTModel(flatbuffer).tensor_shapes())
             entry["segment"][quantization] = info
         if segment_inputs is not None and TRUNK_OUT in segment.output:
             segment_inputs = segment.predict(segment_inputs, verbose=0)[TRUNK_OUT]

@@ -114,6 +114,16 @@ class LiteRTModel:
         self.input_details = self._runner.get_input_details()
         self.output_details = self._runner.get_output_details()
 
+    def tensor_shapes(self) -> dict[str, dict[str, list[int]]]:
+        """`{"inputs": {name: shape}, "outputs": {name: shape}}` without the batch
+        dimension: what the manifest records for each cascade segment."""
+        return {
+            "inputs": {n: [int(d) for d in self.input_details[n]["shape"][1:]]
+                       for n in self.input_names},
+            "outputs": {n: [int(d) for d in self.output_details[n]["shape"][1:]]
+                        for n in self.output_names},
+        }
+
     def op_names(self) -> list[str]:
         """Names of the operators in the file (e.g. CONV_2D, FlexXXX for Flex ops)."""
         return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})

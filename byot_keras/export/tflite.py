@@ -521,11 +521,7 @@ def _write_cascade(model, writer, exits, networks, calibration, options):
                         "quantization"]
             info = writer.write(f"cascade/{file_name(f'segment_{k + 1}', quantization)}",
                                 flatbuffer)
-            runner = LiteRTModel(flatbuffer)
-            info["inputs"] = {n: [int(d) for d in runner.input_details[n]["shape"][1:]]
-                              for n in runner.input_names}
-            info["outputs"] = {n: [int(d) for d in runner.output_details[n]["shape"][1:]]
-                               for n in runner.output_names}
+            info.update(LiteRTModel(flatbuffer).tensor_shapes())
             entry["segment"][quantization] = info
         segment = segments[options["quantizations"][0]][k]
         if segment_inputs is not None and TRUNK_OUT in segment.output:
