@@ -258,12 +258,6 @@ def check_targets(results: dict) -> list[dict]:
     return rows
 
 
-def write_atomically(text: str, path: str) -> None:
-    from byot_keras.saving import write_text_atomically
-
-    write_text_atomically(path, text)
-
-
 def default_outputs(mode: str, output_dir: str | None) -> tuple[str, str]:
     """(Markdown, JSON) paths: the full run writes benchmarks/RESULTS.md."""
     if output_dir:
@@ -317,12 +311,14 @@ def run(mode: str, *, data_dir: str | None = DEFAULT_DATA_DIR, output_dir: str |
                    planned={"sections": planned_sections, "groups": planned})
     results["runs"].append(this_run)
 
+    from byot_keras.saving import write_text_atomically
+
     def save():
         this_run["elapsed_s"] = round(time.perf_counter() - started, 1)
         this_run["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         results["targets"] = check_targets(results)
-        write_atomically(json.dumps(results, indent=2, default=_json_default), json_path)
-        write_atomically(report.render(results, notes=_notes(mode, output_dir)), md_path)
+        write_text_atomically(json_path, json.dumps(results, indent=2, default=_json_default))
+        write_text_atomically(md_path, report.render(results, notes=_notes(mode, output_dir)))
         if mode == "full" and not output_dir:
             update_readme(results)
 
@@ -387,13 +383,14 @@ def render_only(mode: str, output_dir: str | None = None) -> str:
     """Rewrites the Markdown page (and for --full the README's "Performance" block) from
     the stored JSON (after a change of the layout or of the notes)."""
     from benchmarks import report
+    from byot_keras.saving import write_text_atomically
 
     md_path, json_path = default_outputs(mode, output_dir)
     with open(json_path) as f:
         results = json.load(f)
     if "runs" not in results:
         results = _previous(json_path, mode)
-    write_atomically(report.render(results, notes=_notes(mode, output_dir)), md_path)
+    write_text_atomically(md_path, report.render(results, notes=_notes(mode, output_dir)))
     if mode == "full" and not output_dir:
         update_readme(results)
     return md_path
@@ -411,10 +408,12 @@ def update_readme(results: dict, path: str = README) -> None:
     """Rewrites the README's block between `<!-- performance:start -->` and
     `<!-- performance:end -->` from `results` (see report.render_readme)."""
     from benchmarks import report
+    from byot_keras.saving import write_text_atomically
 
     with open(path) as f:
         text = f.read()
-    write_atomically(report.replace_readme_block(text, report.render_readme(results)), path)
+    write_text_atomically(path, report.replace_readme_block(
+        text, report.render_readme(results)))
 
 
 def _json_default(value):
