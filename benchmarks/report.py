@@ -461,7 +461,10 @@ def _readme_training(results: dict) -> list[str]:
                       f"step time on ResNet-18 CIFAR, i.e. a ratio <= 1.05 x "
                       f"{row['flops_ratio']:.3f} = {row['limit']:.3f}. Measured "
                       f"{row['wall_ratio']:.3f} (wall) / {row['cpu_ratio']:.3f} (CPU): "
-                      f"**{_met(row['met_wall'])}** / **{_met(row['met_cpu'])}**.", ""]
+                      f"**{_met(row['met_wall'])}** / **{_met(row['met_cpu'])}** in this "
+                      "run. The ratio depends on the machine's load: every measurement of "
+                      "it is listed under \"What we tried\" in "
+                      "[benchmarks/RESULTS.md](benchmarks/RESULTS.md).", ""]
     return lines
 
 
