@@ -15,7 +15,7 @@ TensorFlow initialises its devices. The last line of stdout is one JSON object.
     objective), once as shipped and once with the feature term's cross-replica sum
     switched off (each replica then uses its own half-batch Frobenius norm): shows that
     the comparison notices a wrong reduction.
---methods: every other method (msd, eed, sdn, deep_supervision, ce; the cohort methods
+--methods: every other method (msd, eed, sdn, deep_supervision, ce, cskd; the cohort methods
     multistructure and dml; teacher->student KD) on tiny dense networks with the zoo's
     output contract: one device vs two replicas, 3 steps each.
 
@@ -174,7 +174,7 @@ def toy_single(prefix: str):
 
 METHOD_BUILDERS = {
     **{m: (lambda m=m: toy_network(method=m))
-       for m in ("msd", "eed", "sdn", "deep_supervision", "ce")},
+       for m in ("msd", "eed", "sdn", "deep_supervision", "ce", "cskd")},
     "multistructure": lambda: CohortModel([toy_single("a"), toy_single("b")],
                                           method="multistructure"),
     "dml": lambda: CohortModel([toy_single("a"), toy_single("b")], method="dml"),
@@ -186,7 +186,9 @@ METHOD_BUILDERS = {
 def methods_job(strategy) -> dict:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(BATCH * STEPS, 12))
-    y = rng.integers(0, 5, size=(BATCH * STEPS,)).astype("int32")
+    # Class pairs (examples 2i and 2i + 1 share a label), as CS-KD trains on; each replica
+    # gets whole pairs because its slice of a batch has an even size.
+    y = np.repeat(rng.integers(0, 5, size=(BATCH * STEPS // 2,)), 2).astype("int32")
     results = {}
     for method, build in METHOD_BUILDERS.items():
         initial = initial_weights(build())

@@ -109,7 +109,7 @@ def test_per_replica_frobenius_norm_would_be_caught(reports):
     assert control["without_cross_replica_sum"]["max_rel_diff"] > 100 * RTOL, control
 
 
-@pytest.mark.parametrize("method", ["msd", "eed", "sdn", "deep_supervision", "ce",
+@pytest.mark.parametrize("method", ["msd", "eed", "sdn", "deep_supervision", "ce", "cskd",
                                     "multistructure", "dml", "hinton_kd"])
 def test_every_method_under_mirrored_strategy_matches_single_device(reports, method):
     result = _report(reports, "official")["methods"][method]

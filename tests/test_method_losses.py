@@ -820,10 +820,12 @@ def test_multistructure_presets_schedules():
 # --------------------------------------------------------------------------------------
 
 COHORT = ("multistructure", "dml")
-ALL_METHODS = ("byot", "ce", "deep_supervision", "eed", "msd", "sdn") + COHORT
+MULTI_EXIT = ("byot", "ce", "cskd", "deep_supervision", "eed", "msd", "sdn")
+ALL_METHODS = MULTI_EXIT + COHORT
 OVERRIDES = {
     "byot": {"temperature": 4.0, "feature_exits": [1, 3]},
     "ce": {},
+    "cskd": {"temperature": 3.0, "kd_weight": 0.5},
     "deep_supervision": {"shallow_ce_weight": 0.5},
     "eed": {"feature_mask": False, "temperature": 2.0},
     "msd": {"alpha": 0.25, "detach_teacher": False, "total_epochs": 20},
@@ -834,7 +836,7 @@ OVERRIDES = {
 
 
 def test_list_methods():
-    assert list_methods() == sorted(ALL_METHODS[:6])
+    assert list_methods() == sorted(MULTI_EXIT)
     assert list_methods("cohort") == sorted(COHORT)
     with pytest.raises(ValueError, match=r"Unknown kind 'single'.*multi_exit.*cohort"):
         list_methods("single")
@@ -843,7 +845,9 @@ def test_list_methods():
 def objective_value(objective, method):
     if method in COHORT:
         return to_float(cohort_terms(objective, epoch=16.0)["loss"])
-    return to_float(objective.terms(LABEL_IDS, outputs_dict(), epoch=3.0, total_epochs=10.0)
+    # CS-KD trains on class pairs: the batch's examples 2i and 2i + 1 share a label.
+    labels = np.repeat(LABEL_IDS[::2], 2) if objective.PAIRED_BATCHES else LABEL_IDS
+    return to_float(objective.terms(labels, outputs_dict(), epoch=3.0, total_epochs=10.0)
                     ["loss"])
 
 

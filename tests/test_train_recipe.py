@@ -16,6 +16,7 @@ replica counts cannot be compared tightly (see tests/distribute_helper.py).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -265,6 +266,20 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(a)) for a in _checkpoint(tmp_path).values()
                if a.dtype.kind == "f")
     assert not (tmp_path / "report.json").exists() and not (tmp_path / "model.keras").exists()
+
+
+def test_cskd_runs_on_class_pairs_from_the_pipeline(tmp_path):
+    """`--method cskd` makes the trainer feed class-paired batches (the loss refuses any
+    other), `--batch_size` pairs per step, the usual steps per epoch."""
+    config = make_config(**{**SMALL, "model": "resnet18_byot", "width_multiplier": 0.125,
+                            "method": "cskd", "epochs": 1, "output_dir": str(tmp_path)})
+    report = train(config)
+    assert report["training"]["steps_per_epoch"] == 256 // 32
+    assert report["training"]["images_per_step"] == 2 * 32
+    assert set(report["accuracy"]) == {"exit_1", "ensemble"}
+    with open(tmp_path / "log.csv") as f:
+        log = list(csv.DictReader(f))
+    assert len(log) == 1 and float(log[0]["kd_loss"]) > 0.0
 
 
 def test_cifar10_run_reports_what_an_independent_evaluation_measures(tmp_path, cifar10_dir):

@@ -455,10 +455,57 @@ def shuffle_in_blocks(examples: tf.data.Dataset, block: int, seed) -> tf.data.Da
     return examples.batch(block).enumerate().map(permute).unbatch()
 
 
+def pair_by_class(examples: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
+    """Class pairs for CS-KD: every example of `examples` (unbatched `(image, label)`, in
+    the order to train on: shuffle *before* pairing), followed by a partner of its class.
+
+    The partner is the previous example of the same class in the stream, which for a
+    shuffled stream is a uniformly random other example of that class; the first example
+    of each class is its own partner (augmentation still makes the two differ). The
+    output is the interleaved stream `(x_1, y_1), (x'_1, y_1), (x_2, y_2), ...`, twice as
+    long: batch it with an even batch size, and the anchors are the even positions.
+    Images must have one fixed shape (or be encoded bytes); the state is one image per
+    class.
+
+    Example:
+        >>> labels = [0, 1, 0, 1, 0]
+        >>> pairs = pair_by_class(tf.data.Dataset.from_tensor_slices(
+        ...     (tf.constant([10, 20, 30, 40, 50]), labels)), num_classes=2)
+        >>> [int(x) for x, _ in pairs]
+        [10, 10, 20, 20, 30, 10, 40, 20, 50, 30]
+    """
+    image_spec, label_spec = examples.element_spec
+    if not image_spec.shape.is_fully_defined():
+        raise ValueError(f"pair_by_class needs images of one fixed shape, got "
+                         f"{image_spec.shape}; resize them first (or pair encoded bytes).")
+    if not label_spec.dtype.is_integer or label_spec.shape.rank != 0:
+        raise ValueError(f"pair_by_class needs integer class ids as labels, got "
+                         f"{label_spec.dtype.name} of shape {label_spec.shape}.")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+    state_shape = [num_classes, *image_spec.shape]
+    if image_spec.dtype == tf.string:
+        last_of_class = tf.fill(state_shape, "")
+    else:
+        last_of_class = tf.zeros(state_shape, image_spec.dtype)
+
+    def pair(state, example):
+        last, seen = state
+        image, label = example
+        label = tf.cast(label, tf.int32)
+        partner = tf.cond(seen[label], lambda: last[label], lambda: image)
+        last = tf.tensor_scatter_nd_update(last, [[label]], image[None])
+        seen = tf.tensor_scatter_nd_update(seen, [[label]], [True])
+        return (last, seen), (tf.stack([image, partner]), tf.stack([example[1]] * 2))
+
+    initial = (last_of_class, tf.zeros([num_classes], tf.bool))
+    return examples.scan(initial, pair).unbatch()
+
+
 def training_dataset(source: DataSource, batch_size: int, *, seed: int = 0,
                      augment=("pad_crop", "flip"), epochs: int = 1, initial_epoch: int = 0,
                      cache: bool | str = True, shuffle_buffer: int | None = None,
-                     dtype="float32") -> tf.data.Dataset:
+                     class_pairs: bool = False, dtype="float32") -> tf.data.Dataset:
     """Batches for epochs `initial_epoch .. epochs - 1`, one after the other.
 
     Each epoch holds `steps_per_epoch(source.num_train, batch_size)` full batches (pass
@@ -467,6 +514,9 @@ def training_dataset(source: DataSource, batch_size: int, *, seed: int = 0,
     `shuffle_buffer`: examples are shuffled in blocks of this many (default: the whole
     training set, a uniform shuffle); give a smaller block for data sets that do not fit
     in memory (tfds writes its records pre-shuffled).
+    `class_pairs` (CS-KD, `method="cskd"`): every shuffled example is followed by a
+    partner of its class (:func:`pair_by_class`), so a batch holds `batch_size` pairs,
+    `2 * batch_size` images, each augmented on its own.
 
     Example:
         >>> source = load_source("digits", train_examples=256)
@@ -490,6 +540,8 @@ def training_dataset(source: DataSource, batch_size: int, *, seed: int = 0,
         key = epoch_seed(seed, epoch)
         keys = tf.random.experimental.stateless_split(key, num=3)
         epoch_examples = shuffle_in_blocks(examples, buffer, keys[0])
+        if class_pairs:  # a fresh pairing per epoch: an epoch depends on (seed, epoch) only
+            epoch_examples = pair_by_class(epoch_examples, source.num_classes)
         if source.encoded:  # JPEG bytes: decode one by one, before batching
             def decode(index, example):
                 image, label = example
@@ -506,7 +558,8 @@ def training_dataset(source: DataSource, batch_size: int, *, seed: int = 0,
             seed_b = tf.random.experimental.stateless_fold_in(keys[2], index)
             return transform(images, seed_b), labels
 
-        return (epoch_examples.batch(batch_size, drop_remainder=True).enumerate()
+        images_per_batch = 2 * batch_size if class_pairs else batch_size
+        return (epoch_examples.batch(images_per_batch, drop_remainder=True).enumerate()
                 .map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE))
 
     batches = tf.data.Dataset.range(initial_epoch, epochs).flat_map(one_epoch)

@@ -62,6 +62,7 @@ class CELoss(Objective):
     method = "ce"
     TERMS = ("ce",)
     PRESETS = {"default": {}}
+    PLAIN_NETWORK = True
 
     def compute(self, labels, logits, features, *, sample_weight, distill, cross_replica_sum,
                 epoch, total_epochs) -> dict:

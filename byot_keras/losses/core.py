@@ -179,6 +179,10 @@ class Objective:
     HEAD: ClassVar[str | None] = None
     #: Options that are choices among fixed strings: option -> valid values.
     CHOICES: ClassVar[dict[str, tuple]] = {}
+    #: The zoo builds the plain network (no shallow exit) unless exits are asked for.
+    PLAIN_NETWORK: ClassVar[bool] = False
+    #: Training batches must be class pairs (CS-KD): the input pipelines build them.
+    PAIRED_BATCHES: ClassVar[bool] = False
 
     def __init__(self, preset: str | None = None, **overrides):
         preset = preset or next(iter(self.PRESETS))

@@ -125,7 +125,8 @@ def define_flags(flag_values=FLAGS):
     define.DEFINE_bool("verify_images", d.verify_images, "Decode every file of an image folder "
                       "before training.")
     define.DEFINE_integer("epochs", d.epochs, "Epochs.")
-    define.DEFINE_integer("batch_size", d.batch_size, "Global batch size (over all replicas).")
+    define.DEFINE_integer("batch_size", d.batch_size, "Global batch size (over all replicas); for "
+                         "--method cskd, class pairs per batch (2x the images).")
     define.DEFINE_float("lr", d.lr, "Peak learning rate (SGD).")
     define.DEFINE_enum("lr_schedule", d.lr_schedule, list(LR_SCHEDULES), "Learning-rate schedule.")
     define.DEFINE_list("lr_milestones", d.lr_milestones, "Epochs where the step schedule "

@@ -111,6 +111,11 @@ def worker_role(strategy) -> tuple[bool, str]:
     return is_chief, f"{task_type}_{task_id}"
 
 
+def _class_pairs(model) -> bool:
+    """Whether the model's method trains on class-paired batches (CS-KD)."""
+    return bool(getattr(getattr(model, "objective", None), "PAIRED_BATCHES", False))
+
+
 def check_global_batch(batch_size: int, replicas: int) -> int:
     """The per-replica batch; the global `batch_size` must split evenly."""
     if batch_size % replicas:
@@ -443,7 +448,7 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
     train_data = pipeline.training_dataset(
         source, config.batch_size, seed=config.seed, augment=config.augment,
         epochs=config.epochs, initial_epoch=initial_epoch, cache=config.cache,
-        shuffle_buffer=config.shuffle_buffer, dtype=dtype)
+        shuffle_buffer=config.shuffle_buffer, dtype=dtype, class_pairs=_class_pairs(model))
     eval_data = pipeline.evaluation_dataset(source, config.eval_batch_size, dtype=dtype)
 
     guard = NonFiniteLossGuard()
@@ -569,6 +574,8 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
         "resumed_after_epochs": state.get("resumed", []),
         "steps_per_epoch": source.num_train // config.batch_size,
         "global_batch_size": config.batch_size,
+        # CS-KD: a batch is batch_size class pairs
+        "images_per_step": config.batch_size * (2 if _class_pairs(model) else 1),
         "replicas": int(strategy.num_replicas_in_sync),
         "strategy": config.strategy,
         "history": read_csv_log(os.path.join(run_dir, "log.csv")),

@@ -167,8 +167,8 @@ def build_multi_exit_model(
         head = objective.HEAD or "sepconv"
         if head == "blocks" and branch_block is None:
             head = "sepconv"
-    if exits is None and objective.method == "ce":
-        exits = ()  # the baseline is the plain network
+    if exits is None and objective.PLAIN_NETWORK:
+        exits = ()  # ce, cskd: single-network methods train the plain network
     if head not in HEADS:
         raise ValueError(f"Unknown head '{head}'. Valid heads: {', '.join(HEADS)}.")
     if head == "blocks" and branch_block is None:
