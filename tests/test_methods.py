@@ -199,6 +199,29 @@ def test_cohort_trains_members_together_and_saves(tmp_path):
     assert result["kd_loss"] == 0.0  # evaluation drops the distillation term
 
 
+def test_cohort_windows_continue_after_save_load(tmp_path):
+    """The discontinuous schedule of a saved and reloaded cohort picks up at the absolute
+    epoch: windows of 1 epoch on, 1 off, the weight growing by 0.25 per window."""
+    keras.utils.set_random_seed(4)
+    cohort = _cohort(on_epochs=1, off_epochs=1, start_weight=0.25, weight_step=0.25)
+    cohort.compile(optimizer="sgd", run_eagerly=True)
+    x, y = _data()
+    first = cohort.fit(x, y, batch_size=8, epochs=4, verbose=0,
+                       callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda e, _: (
+                           setattr(cohort, "stop_training", e == 0)))]).history
+    assert first["kd_loss"][0] > 0  # epoch 0: the first window, on
+    cohort.save(tmp_path / "cohort.keras")
+    resumed = keras.saving.load_model(tmp_path / "cohort.keras")
+    assert float(resumed.schedule_epoch.numpy()) == 0.0
+    assert float(resumed.schedule_total_epochs.numpy()) == 4.0
+    history = resumed.fit(x, y, batch_size=8, epochs=4, initial_epoch=1, verbose=0).history
+    # Epochs 1 and 3 are off; epoch 2 is the second window, at weight 0.5.
+    assert history["kd_loss"][0] == 0.0 and history["kd_loss"][2] == 0.0
+    assert history["kd_loss"][1] > 0
+    assert [resumed.objective.schedule(e, 4)["weight"] for e in range(4)] == pytest.approx(
+        [0.25, 0.0, 0.5, 0.0])
+
+
 def test_cohort_errors_name_what_is_valid():
     with pytest.raises(ValueError, match="members are single-exit networks"):
         CohortModel([zoo.wrn16_4_byot(**SMALL), zoo.wrn16_4(**SMALL)])
