@@ -330,9 +330,10 @@ def _accuracy(results: dict) -> list[str]:
              f"0.9, lr {plan['lr']} cosine, weight decay {plan['weight_decay']}, pad-crop + "
              f"flip) with `byot_keras.train`, seeds {', '.join(map(str, plan['seeds']))}; "
              f"top-1 (%) on {test} test images, mean +- standard deviation over seeds. "
-             "Ensemble: the mean of the exits' logits. `ce` trains the plain network (one "
-             "exit). A budget this small ranks the methods' early training, not their "
-             "final accuracy.", ""]
+             "Ensemble: the mean of the exits' logits. `ce` and `cskd` train the plain "
+             "network (one exit); `cskd` sees each training image once per epoch as an "
+             "anchor plus a partner of its class, so twice the images per step. A budget "
+             "this small ranks the methods' early training, not their final accuracy.", ""]
     for model_key, by_method in accuracy["results"].items():
         num_exits = max(len(m["summary"]) - 1 for m in by_method.values())
         names = [f"exit_{k}" for k in range(1, num_exits + 1)]
@@ -341,15 +342,16 @@ def _accuracy(results: dict) -> list[str]:
                   "|---|" + "---:|" * (num_exits + 2)]
         for method, entry in by_method.items():
             summary = entry["summary"]
+            plain = len(summary) - 1 == 1  # ce, cskd: the plain network, one exit
             cells = []
             for name in names:
-                if method == "ce" and name == names[-1]:
+                if plain and name == names[-1]:
                     name = "exit_1"  # the plain network's only exit is the deepest
-                elif method == "ce":
+                elif plain:
                     cells.append("-")
                     continue
                 cells.append(_mean_std(summary.get(name)))
-            ensemble = "-" if method == "ce" else _mean_std(summary.get("ensemble"))
+            ensemble = "-" if plain else _mean_std(summary.get("ensemble"))
             seconds = statistics.fmean(r["wall_seconds"] for r in entry["runs"])
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {ensemble} | "
                          f"{seconds:.0f} |")
