@@ -17,6 +17,7 @@ replica counts cannot be compared tightly (see tests/distribute_helper.py).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import signal
@@ -271,12 +272,11 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_cskd_runs_on_class_pairs_from_the_pipeline(tmp_path):
     """`--method cskd` makes the trainer feed class-paired batches (the loss refuses any
     other), `--batch_size` pairs per step, the usual steps per epoch."""
-    config = make_config(**{**SMALL, "model": "resnet18_byot", "width_multiplier": 0.125,
-                            "method": "cskd", "epochs": 1, "output_dir": str(tmp_path)})
-    report = train(config)
+    config = make_config(**{**SMALL, "method": "cskd", "epochs": 1,
+                            "output_dir": str(tmp_path)})
+    report = train(config, model_fn=functools.partial(toy_multi_exit, method="cskd"))
     assert report["training"]["steps_per_epoch"] == 256 // 32
     assert report["training"]["images_per_step"] == 2 * 32
-    assert set(report["accuracy"]) == {"exit_1", "ensemble"}
     with open(tmp_path / "log.csv") as f:
         log = list(csv.DictReader(f))
     assert len(log) == 1 and float(log[0]["kd_loss"]) > 0.0

@@ -35,10 +35,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def toy_multi_exit(num_classes: int, input_shape, sync_batchnorm: bool = False):
+def toy_multi_exit(num_classes: int, input_shape, sync_batchnorm: bool = False,
+                   method: str | None = None):
     """A small convolutional multi-exit network with the zoo's output contract (exit_k
     logits, feature_k pooled features), trained by SelfDistillationModel with the
-    official BYOT loss (KD on exits 1-2, the feature term with adaptation on exit 1).
+    official BYOT loss (KD on exits 1-2, the feature term with adaptation on exit 1), or
+    with `method`'s loss.
     TensorFlow traces it in about a second, where a ResNet-18 takes ten or more: it
     keeps the multi-process tests within their time budget."""
     import keras
@@ -56,7 +58,7 @@ def toy_multi_exit(num_classes: int, input_shape, sync_batchnorm: bool = False):
         outputs[f"feature_{k}"] = feature
         outputs[f"exit_{k}"] = keras.layers.Dense(num_classes, name=f"exit_{k}")(feature)
     return SelfDistillationModel(keras.Model(inputs, outputs, name="toy_network"),
-                                 name="toy_multi_exit")
+                                 method=method, name="toy_multi_exit")
 
 
 def main() -> None:
