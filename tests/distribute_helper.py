@@ -15,9 +15,9 @@ TensorFlow initialises its devices. The last line of stdout is one JSON object.
     objective), once as shipped and once with the feature term's cross-replica sum
     switched off (each replica then uses its own half-batch Frobenius norm): shows that
     the comparison notices a wrong reduction.
---methods: every other method (msd, eed, sdn, deep_supervision, ce, cskd; the cohort methods
-    multistructure and dml; teacher->student KD) on tiny dense networks with the zoo's
-    output contract: one device vs two replicas, 3 steps each.
+--methods: every other method (msd, eed, sdn, deep_supervision, ce, cskd, one; the cohort
+    methods multistructure and dml; teacher->student KD) on tiny dense networks with the
+    zoo's output contract: one device vs two replicas, 3 steps each.
 
 Numerics: float64 (keras floatx). In float32 this comparison cannot be tight: with this
 tiny ReLU network, merely permuting the examples inside a batch on one device changes
@@ -174,7 +174,7 @@ def toy_single(prefix: str):
 
 METHOD_BUILDERS = {
     **{m: (lambda m=m: toy_network(method=m))
-       for m in ("msd", "eed", "sdn", "deep_supervision", "ce", "cskd")},
+       for m in ("msd", "eed", "sdn", "deep_supervision", "ce", "cskd", "one")},
     "multistructure": lambda: CohortModel([toy_single("a"), toy_single("b")],
                                           method="multistructure"),
     "dml": lambda: CohortModel([toy_single("a"), toy_single("b")], method="dml"),

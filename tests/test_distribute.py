@@ -110,7 +110,7 @@ def test_per_replica_frobenius_norm_would_be_caught(reports):
 
 
 @pytest.mark.parametrize("method", ["msd", "eed", "sdn", "deep_supervision", "ce", "cskd",
-                                    "multistructure", "dml", "hinton_kd"])
+                                    "one", "multistructure", "dml", "hinton_kd"])
 def test_every_method_under_mirrored_strategy_matches_single_device(reports, method):
     result = _report(reports, "official")["methods"][method]
     assert result["moved"]["max_abs_change"] > 1e-2, result["moved"]

@@ -820,12 +820,13 @@ def test_multistructure_presets_schedules():
 # --------------------------------------------------------------------------------------
 
 COHORT = ("multistructure", "dml")
-MULTI_EXIT = ("byot", "ce", "cskd", "deep_supervision", "eed", "msd", "sdn")
+MULTI_EXIT = ("byot", "ce", "cskd", "deep_supervision", "eed", "msd", "one", "sdn")
 ALL_METHODS = MULTI_EXIT + COHORT
 OVERRIDES = {
     "byot": {"temperature": 4.0, "feature_exits": [1, 3]},
     "ce": {},
     "cskd": {"temperature": 3.0, "kd_weight": 0.5},
+    "one": {"temperature": 2.0, "ramp": "linear", "ramp_epochs": 5},
     "deep_supervision": {"shallow_ce_weight": 0.5},
     "eed": {"feature_mask": False, "temperature": 2.0},
     "msd": {"alpha": 0.25, "detach_teacher": False, "total_epochs": 20},

@@ -118,7 +118,8 @@ def _define_flags():
                          "Training images for int8 / int16x8 calibration.")
     flags.DEFINE_integer("eval_examples", 1000, "Test images for the manifest's accuracy.")
     flags.DEFINE_list("exits", [], "Exits that get their own file (default all).")
-    flags.DEFINE_bool("cascade", True, "Also write the cascade segments.")
+    flags.DEFINE_bool("cascade", None, "Also write the cascade segments (default: yes, "
+                      "unless the model's exits are side-by-side branches: method 'one').")
     flags.DEFINE_bool("multi_signature", True, "Also write model[_q].tflite: one signature "
                       "per exit (exit_1 ... exit_N), shared weights.")
     flags.DEFINE_bool("int8_float_classifier", True, "int8 files (without --int8_io) "

@@ -295,7 +295,7 @@ def export_tflite(
     eval_data: tuple[np.ndarray, np.ndarray] | None = None,
     labels: Sequence[str] | None = None,
     normalization: dict | None = None,
-    cascade: bool = True,
+    cascade: bool | None = None,
     multi_signature: bool = True,
     exits: Sequence[int] | None = None,
     max_calibration_examples: int = 200,
@@ -327,7 +327,9 @@ def export_tflite(
         labels: class names for `labels.txt` (default "0", "1", ...).
         normalization: what an app must do to raw pixels before the model, recorded in
             the manifest, e.g. `{"scale": 1/255, "mean": [...], "std": [...]}`.
-        cascade: also write the cascade segments (always all of them).
+        cascade: also write the cascade segments (always all of them); default: yes,
+            unless the exits are side-by-side branches (`method="one"`), which form
+            no cascade.
         multi_signature: also write `model[_q].tflite` (always every exit).
         exits: which exits get their own `exit_<k>` file (1-based); default all.
         int8_float_classifier: in "int8" files with float outputs, compute each exit's
@@ -357,6 +359,14 @@ def export_tflite(
     from byot_keras.export.cascade import _require_multi_exit
 
     _require_multi_exit(model)
+    branches = getattr(getattr(model, "objective", None), "BRANCH_ENSEMBLE", False)
+    if cascade is None:
+        cascade = not branches
+    elif cascade and branches:
+        raise ValueError("This model's exits are side-by-side branches and their gated "
+                         "ensemble (method 'one'), not a chain of exits: there is no "
+                         "early-exit cascade to write. Export with cascade=False "
+                         "(byot-export --nocascade).")
     selected = list(range(1, model.num_exits + 1)) if exits is None else [
         int(model.exit_name(k).split("_")[1]) for k in exits]
     quantizations = _check_quantizations(quantizations)

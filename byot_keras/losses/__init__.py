@@ -10,6 +10,7 @@ serializable loss object with named presets.
 | `deep_supervision` | :class:`DeepSupervisionLoss` | :func:`weighted_ce_loss` | Lee et al., 2015 |
 | `ce` | :class:`CELoss` | :func:`weighted_ce_loss` | the baseline |
 | `cskd` | :class:`CSKDLoss` | :func:`cskd_loss` | Yun et al., CVPR 2020 |
+| `one` | :class:`ONELoss` | :func:`one_loss` | Lan et al., NeurIPS 2018 |
 
 Cohort methods (several networks trained together, `byot_keras.training.CohortModel`):
 
@@ -23,7 +24,7 @@ Teacher -> student KD (Hinton et al., 2015): :func:`hinton_kd_loss`.
 Example:
     >>> from byot_keras import losses
     >>> losses.list_methods()
-    ['byot', 'ce', 'cskd', 'deep_supervision', 'eed', 'msd', 'sdn']
+    ['byot', 'ce', 'cskd', 'deep_supervision', 'eed', 'msd', 'one', 'sdn']
     >>> losses.get_objective("msd", alpha=0.2)
     MSDLoss('default', alpha=0.2)
 """
@@ -62,10 +63,11 @@ from byot_keras.losses.core import (
 from byot_keras.losses.cskd import CSKDLoss, cskd_loss
 from byot_keras.losses.eed import EEDLoss, eed_loss
 from byot_keras.losses.msd import MSDLoss, msd_loss
+from byot_keras.losses.one import ONELoss, one_loss
 
 METHODS: dict[str, type[Objective]] = {
     cls.method: cls for cls in (BYOTLoss, MSDLoss, EEDLoss, SDNLoss, DeepSupervisionLoss, CELoss,
-                                CSKDLoss)
+                                CSKDLoss, ONELoss)
 }
 COHORT_METHODS: dict[str, type[CohortObjective]] = {
     cls.method: cls for cls in (MultistructureLoss, DMLLoss)
@@ -120,9 +122,10 @@ __all__ = [
     "COHORT_METHODS", "CohortObjective", "DMLLoss", "MultistructureLoss", "discontinuous_weight",
     "dml_loss", "ensemble_teacher", "multistructure_loss",
     "BYOTLoss", "CELoss", "CSKDLoss", "DeepSupervisionLoss", "EEDLoss", "FEATURE_REDUCTIONS",
-    "KD_FORMS", "METHODS", "MSDLoss", "Objective", "PRESETS", "SDNLoss", "TERMS", "byot_loss",
+    "KD_FORMS", "METHODS", "MSDLoss", "ONELoss", "Objective", "PRESETS", "SDNLoss", "TERMS",
+    "byot_loss",
     "cosine_anneal", "cross_entropy", "cskd_loss", "distillation", "eed_loss",
     "feature_distance",
     "get_objective", "hinton_kd_loss", "linear_ramp", "list_methods", "method_options",
-    "msd_loss", "sdn_final_weights", "sparse_labels", "weighted_ce_loss",
+    "msd_loss", "one_loss", "sdn_final_weights", "sparse_labels", "weighted_ce_loss",
 ]

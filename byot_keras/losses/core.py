@@ -183,6 +183,8 @@ class Objective:
     PLAIN_NETWORK: ClassVar[bool] = False
     #: Training batches must be class pairs (CS-KD): the input pipelines build them.
     PAIRED_BATCHES: ClassVar[bool] = False
+    #: The zoo builds `branches` copies of the last stage and a gate (ONE), not exits.
+    BRANCH_ENSEMBLE: ClassVar[bool] = False
 
     def __init__(self, preset: str | None = None, **overrides):
         preset = preset or next(iter(self.PRESETS))

@@ -163,6 +163,11 @@ def build_multi_exit_model(
     from byot_keras.zoo import heads as heads_lib
 
     objective = resolve_objective(objective)
+    if objective.BRANCH_ENSEMBLE:
+        raise ValueError(
+            f"method '{objective.method}' needs copies of the network's last stage, which "
+            f"only the ResNet family builds (resnet18_byot ... resnet152_byot, "
+            f"resnext50_32x4d_byot); {name} does not.")
     if head is None:  # the method's own head where the family can build it
         head = objective.HEAD or "sepconv"
         if head == "blocks" and branch_block is None:
@@ -210,4 +215,40 @@ def build_multi_exit_model(
     network = namespace.Model(inputs, outputs, name=f"{name}_network")
     if not namespace.is_keras3():
         return network  # a tf_keras twin: the bare network, for tfmot (byot_keras.compress)
+    return SelfDistillationModel(network, objective=objective, name=name)
+
+
+def build_branch_ensemble_model(inputs, trunk, branches: Sequence, num_classes: int, *,
+                                name: str, objective, sync_batchnorm: bool = False):
+    """ONE's network: `branches` (the last stage's output maps, one per branch) each get
+    average pooling and a classifier (exits 1..K); a gate on the shared trunk, GAP ->
+    Dense(K) -> BN -> ReLU -> softmax as in the ONE paper, weighs the branches' logits
+    into the teacher, exit K + 1 (its feature is the same weighting of the branches'
+    features). Standard layers only, so the tf_keras twin builds it too."""
+    from byot_keras.training import SelfDistillationModel
+
+    count = len(branches)
+    outputs, logits, features = {}, [], []
+    for index, branch in enumerate(branches, start=1):
+        feature = layers.GlobalAveragePooling2D(name=f"feature_{index}")(branch)
+        outputs[f"feature_{index}"] = feature
+        outputs[f"exit_{index}"] = layers.Dense(num_classes, name=f"exit_{index}")(feature)
+        features.append(layers.Reshape((1, feature.shape[-1]),
+                                       name=f"branch{index}_feature_row")(feature))
+        logits.append(layers.Reshape((1, num_classes),
+                                     name=f"branch{index}_logits_row")(outputs[f"exit_{index}"]))
+    gate = layers.GlobalAveragePooling2D(name="gate_pool")(trunk)
+    gate = layers.Dense(count, name="gate_dense")(gate)
+    gate = batch_norm(gate, name="gate_bn", sync=sync_batchnorm)
+    gate = layers.ReLU(name="gate_relu")(gate)
+    gate = layers.Softmax(name="gate")(gate)
+    teacher = f"exit_{count + 1}"
+    stacked = layers.Concatenate(axis=1, name="branch_logits")(logits)
+    outputs[teacher] = layers.Dot(axes=(1, 1), name=teacher)([gate, stacked])
+    stacked = layers.Concatenate(axis=1, name="branch_features")(features)
+    outputs[f"feature_{count + 1}"] = layers.Dot(axes=(1, 1), name=f"feature_{count + 1}")(
+        [gate, stacked])
+    network = namespace.Model(inputs, outputs, name=f"{name}_network")
+    if not namespace.is_keras3():
+        return network
     return SelfDistillationModel(network, objective=objective, name=name)

@@ -16,6 +16,7 @@ import keras
 from byot_keras.zoo import namespace
 from byot_keras.zoo.common import (
     batch_norm,
+    build_branch_ensemble_model,
     build_multi_exit_model,
     check_num_classes,
     check_weights,
@@ -102,32 +103,50 @@ def build_resnet(
     sync_batchnorm: bool = False,
     objective=None,
 ) -> keras.Model:
-    """Builds a 4-stage ResNet/ResNeXt with an exit after every chosen stage."""
+    """Builds a 4-stage ResNet/ResNeXt with an exit after every chosen stage (or, for
+    `method="one"`, with `branches` copies of the last stage and a gate)."""
+    from byot_keras.training import resolve_objective
+
     check_num_classes(num_classes)
     check_weights(weights)
+    objective = resolve_objective(objective)
     input_shape, stem_type = resolve_input(input_shape, stem_type, name, 8)
     base = scaled(64, width_multiplier)
     inputs = namespace.Input(shape=input_shape, name="image")
     x = stem(inputs, base, stem_type, sync_batchnorm)
+    options = dict(groups=groups, width_per_group=width_per_group,
+                   sync_batchnorm=sync_batchnorm)
+
+    def build_stage(y, in_channels: int, stage: int, prefix: str = ""):
+        filters = base * 2 ** (stage - 1)
+        for index in range(1, blocks_per_stage[stage - 1] + 1):
+            stride = 2 if stage > 1 and index == 1 else 1
+            y = block(y, in_channels, filters, stride,
+                      name=f"{prefix}stage{stage}_block{index}", **options)
+            in_channels = filters * block.expansion
+        return y, in_channels
+
     in_channels = base
     sections, section_channels = [], []
-    for stage, num_blocks in enumerate(blocks_per_stage, start=1):
-        filters = base * 2 ** (stage - 1)
-        for index in range(1, num_blocks + 1):
-            stride = 2 if stage > 1 and index == 1 else 1
-            x = block(x, in_channels, filters, stride, name=f"stage{stage}_block{index}",
-                      groups=groups, width_per_group=width_per_group,
-                      sync_batchnorm=sync_batchnorm)
-            in_channels = filters * block.expansion
+    last = len(blocks_per_stage)
+    for stage in range(1, last + 1):
+        if stage == last and objective.BRANCH_ENSEMBLE:
+            if exits is not None or head is not None or attention is not None:
+                raise ValueError("method 'one' builds branches of the last stage, not exits: "
+                                 "exits=, head= and attention= do not apply to it.")
+            branches = [build_stage(x, in_channels, stage, prefix=f"branch{b}_")[0]
+                        for b in range(1, objective.config["branches"] + 1)]
+            return build_branch_ensemble_model(
+                inputs, x, branches, num_classes, name=name, objective=objective,
+                sync_batchnorm=sync_batchnorm)
+        x, in_channels = build_stage(x, in_channels, stage)
         x = layers.Identity(name=f"section_{stage}")(x)
         sections.append(x)
         section_channels.append(in_channels)
     feature = layers.GlobalAveragePooling2D(name="avg_pool")(x)
 
     def branch_block(y, in_channels: int, section: int, block_name: str):
-        return block(y, in_channels, base * 2 ** (section - 1), 2, name=block_name,
-                     groups=groups, width_per_group=width_per_group,
-                     sync_batchnorm=sync_batchnorm)
+        return block(y, in_channels, base * 2 ** (section - 1), 2, name=block_name, **options)
 
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
@@ -153,7 +172,8 @@ _DOC = """Builds {title} with BYOT exits after each stage (4 exits by default).
         width_multiplier: scales every channel count (1.0 = the standard network).
         sync_batchnorm: synchronise batch statistics across replicas under tf.distribute.
         method: the training method, one of `byot_keras.losses.list_methods()`
-            (default "byot"); its options may be given as further keywords.
+            (default "byot"); its options may be given as further keywords. "one"
+            builds `branches` copies of the last stage and a gate instead of exits.
         objective: a preset name of the method (byot: "official", "paper"), a dict
             of its options, or a loss object from `byot_keras.losses`.
 
