@@ -565,8 +565,10 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
     from byot_keras.saving import save_model_atomically
     from byot_keras.train import report as report_lib
 
-    # The early-exit table needs every logit on one process: not under multiworker.
-    evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker)
+    # The early-exit table needs every logit on one process: not under multiworker. ONE's
+    # exits are side-by-side branches, not a chain an image could leave early.
+    branches = getattr(getattr(model, "objective", None), "BRANCH_ENSEMBLE", False)
+    evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker and not branches)
     model_file = save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     training = {
         "epochs_completed": int(state.get("epoch", 0)),
