@@ -163,7 +163,8 @@ def test_branches_and_the_teacher_export_to_tflite_without_a_cascade(tmp_path):
 
     model = zoo.resnet18_byot(method="one", **TINY)
     x = RNG.normal(size=(8, 16, 16, 3)).astype("float32")
-    manifest = export_tflite(model, str(tmp_path / "one"), eval_data=(x, np.arange(8)))
+    manifest = export_tflite(model, str(tmp_path / "one"), eval_data=(x, np.arange(8)),
+                             multi_signature=False)
     assert [e["files"]["float32"]["file"] for e in manifest["exits"]] == [
         f"exit_{k}.tflite" for k in range(1, 5)]
     for entry in manifest["exits"]:  # each file against its Keras exit

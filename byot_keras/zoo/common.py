@@ -224,7 +224,8 @@ def build_branch_ensemble_model(inputs, trunk, branches: Sequence, num_classes: 
     average pooling and a classifier (exits 1..K); a gate on the shared trunk, GAP ->
     Dense(K) -> BN -> ReLU -> softmax as in the ONE paper, weighs the branches' logits
     into the teacher, exit K + 1 (its feature is the same weighting of the branches'
-    features). Standard layers only, so the tf_keras twin builds it too."""
+    features). Standard Keras layers only: nothing custom to register for saving or
+    export."""
     from byot_keras.training import SelfDistillationModel
 
     count = len(branches)
