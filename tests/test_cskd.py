@@ -1,8 +1,8 @@
 """CS-KD (class-wise self-knowledge distillation): the loss against a NumPy reference
 written from ../shared/docs/methods.md section 5 (KL between the predictions of two
-images of the same class, T = 4, lambda = 1, T^2 as in the authors' code), which tensors
-receive gradient, the class-paired input pipeline, and the model's refusal of unpaired
-batches."""
+images of the same class, T = 4, lambda = 1; the T^2 factor is our default), which
+tensors receive gradient, the class-paired input pipeline, and the model's refusal of
+unpaired batches."""
 
 from __future__ import annotations
 

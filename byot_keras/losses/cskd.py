@@ -77,9 +77,10 @@ class CSKDLoss(Objective):
     zoo builds no shallow exit for it by default; given exits, each gets the same loss).
 
     Options: `temperature` (4), `kd_weight` (lambda, 1), `kd_temperature_squared` (True:
-    the KL is multiplied by T^2, as in the authors' code). Training batches must be class
-    pairs (see the module docstring); a batch whose pairs differ in label stops training
-    with an error saying how to build paired batches.
+    the KL is multiplied by T^2, the usual scaling of a KD term; methods.md does not
+    say). Training batches must be class pairs (see the module docstring); a batch whose
+    pairs differ in label stops training with an error saying how to build paired
+    batches.
 
     Example:
         >>> CSKDLoss(temperature=3.0).config["temperature"]
