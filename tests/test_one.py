@@ -173,3 +173,14 @@ def test_branches_and_the_teacher_export_to_tflite_without_a_cascade(tmp_path):
     assert manifest.get("cascade") is None and not (tmp_path / "one" / "cascade").exists()
     with pytest.raises(ValueError, match="no early-exit cascade"):
         export_tflite(model, str(tmp_path / "again"), cascade=True)
+
+
+def test_qat_and_pruning_refuse_one_models_before_loading_tf_keras():
+    import sys
+
+    from byot_keras.compress.twin import build_twin
+
+    loaded_before = "tf_keras" in sys.modules
+    with pytest.raises(ValueError, match="do not support ONE models.*--quantizations int8"):
+        build_twin(zoo.resnet18_byot(method="one", **TINY))
+    assert ("tf_keras" in sys.modules) == loaded_before

@@ -45,6 +45,11 @@ def _require_model(model) -> None:
             f"Expected a trained multi-exit byot_keras model (a SelfDistillationModel, e.g. "
             f"loaded with keras.saving.load_model), got {type(model).__name__}."
         )
+    if getattr(getattr(model, "objective", None), "BRANCH_ENSEMBLE", False):
+        raise ValueError(
+            "QAT and pruning do not support ONE models (method 'one': side-by-side "
+            "branches and a gate) yet. Post-training int8 works: byot-export "
+            "--quantizations int8.")
 
 
 def _weighted_layers(network) -> dict:
@@ -165,8 +170,8 @@ def build_twin(model, model_name: str | None = None, *, check_images: np.ndarray
     """
     from byot_keras import zoo
 
+    _require_model(model)  # before importing tf_keras: bad input fails fast
     tf_keras = extra.tf_keras()
-    _require_model(model)
     model_name = model_name or model.name
     if model_name not in zoo.list_models():
         raise ValueError(
