@@ -45,7 +45,9 @@ def _require_model(model) -> None:
             f"Expected a trained multi-exit byot_keras model (a SelfDistillationModel, e.g. "
             f"loaded with keras.saving.load_model), got {type(model).__name__}."
         )
-    if getattr(getattr(model, "objective", None), "BRANCH_ENSEMBLE", False):
+    from byot_keras.training import method_trait
+
+    if method_trait(model, "BRANCH_ENSEMBLE"):
         raise ValueError(
             "QAT and pruning do not support ONE models (method 'one': side-by-side "
             "branches and a gate) yet. Post-training int8 works: byot-export "

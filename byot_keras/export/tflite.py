@@ -357,9 +357,10 @@ def export_tflite(
         'model.tflite'
     """
     from byot_keras.export.cascade import _require_multi_exit
+    from byot_keras.training import method_trait
 
     _require_multi_exit(model)
-    branches = getattr(getattr(model, "objective", None), "BRANCH_ENSEMBLE", False)
+    branches = method_trait(model, "BRANCH_ENSEMBLE")
     if cascade is None:
         cascade = not branches
     elif cascade and branches:

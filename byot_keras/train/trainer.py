@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from byot_keras.train.config import TrainConfig
+from byot_keras.training import method_trait
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
@@ -109,11 +110,6 @@ def worker_role(strategy) -> tuple[bool, str]:
     cluster = resolver.cluster_spec().as_dict()
     is_chief = task_type == "worker" and task_id == 0 and "chief" not in cluster
     return is_chief, f"{task_type}_{task_id}"
-
-
-def _class_pairs(model) -> bool:
-    """Whether the model's method trains on class-paired batches (CS-KD)."""
-    return bool(getattr(getattr(model, "objective", None), "PAIRED_BATCHES", False))
 
 
 def check_global_batch(batch_size: int, replicas: int) -> int:
@@ -448,7 +444,8 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
     train_data = pipeline.training_dataset(
         source, config.batch_size, seed=config.seed, augment=config.augment,
         epochs=config.epochs, initial_epoch=initial_epoch, cache=config.cache,
-        shuffle_buffer=config.shuffle_buffer, dtype=dtype, class_pairs=_class_pairs(model))
+        shuffle_buffer=config.shuffle_buffer, dtype=dtype,
+        class_pairs=method_trait(model, "PAIRED_BATCHES"))
     eval_data = pipeline.evaluation_dataset(source, config.eval_batch_size, dtype=dtype)
 
     guard = NonFiniteLossGuard()
@@ -567,7 +564,7 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
 
     # The early-exit table needs every logit on one process: not under multiworker. ONE's
     # exits are side-by-side branches, not a chain an image could leave early.
-    branches = getattr(getattr(model, "objective", None), "BRANCH_ENSEMBLE", False)
+    branches = method_trait(model, "BRANCH_ENSEMBLE")
     evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker and not branches)
     model_file = save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     training = {
@@ -577,7 +574,8 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
         "steps_per_epoch": source.num_train // config.batch_size,
         "global_batch_size": config.batch_size,
         # CS-KD: a batch is batch_size class pairs
-        "images_per_step": config.batch_size * (2 if _class_pairs(model) else 1),
+        "images_per_step": config.batch_size * (2 if method_trait(model, "PAIRED_BATCHES")
+                                                else 1),
         "replicas": int(strategy.num_replicas_in_sync),
         "strategy": config.strategy,
         "history": read_csv_log(os.path.join(run_dir, "log.csv")),

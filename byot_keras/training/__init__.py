@@ -2,7 +2,7 @@
 byot_keras.losses to networks, so a plain `fit` trains them.
 
 - :class:`SelfDistillationModel`: one multi-exit network (byot, msd, eed, sdn,
-  deep_supervision, ce);
+  deep_supervision, ce, cskd, one);
 - :class:`CohortModel`: several networks trained together (multistructure, dml);
 - :class:`TeacherDistillationModel`: a pretrained teacher distilled into every exit of a
   multi-exit student (Hinton KD).
@@ -10,7 +10,11 @@ byot_keras.losses to networks, so a plain `fit` trains them.
 
 from byot_keras.training.cohort import CohortModel
 from byot_keras.training.schedule import EpochClock, ScheduledModel
-from byot_keras.training.self_distillation import SelfDistillationModel, resolve_objective
+from byot_keras.training.self_distillation import (
+    SelfDistillationModel,
+    method_trait,
+    resolve_objective,
+)
 from byot_keras.training.teacher import TeacherDistillationModel
 
 __all__ = [
@@ -19,5 +23,6 @@ __all__ = [
     "ScheduledModel",
     "SelfDistillationModel",
     "TeacherDistillationModel",
+    "method_trait",
     "resolve_objective",
 ]

@@ -19,6 +19,13 @@ from byot_keras.training.schedule import (
 )
 
 
+def method_trait(model, trait: str) -> bool:
+    """Whether `model`'s training objective sets the class flag `trait` (e.g.
+    "PAIRED_BATCHES" for CS-KD, "BRANCH_ENSEMBLE" for ONE); False for a model without an
+    objective (a bare network, a custom model)."""
+    return bool(getattr(getattr(model, "objective", None), trait, False))
+
+
 def resolve_objective(objective=None, method: str | None = None, options: dict | None = None
                       ) -> losses_lib.Objective:
     """The loss object from the ways users give it.

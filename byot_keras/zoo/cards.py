@@ -371,7 +371,7 @@ def append_measurement(entry: dict, path: str | os.PathLike = DEFAULT_ZOO_DIR /
     entries = load_measurements(path)
     document = {"format_version": MEASUREMENTS_VERSION, "entries": entries + [entry]}
     validate_measurements(document)
-    write_atomically(path, json.dumps(document, indent=2) + "\n")
+    write_text_atomically(str(path), json.dumps(document, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------
@@ -664,11 +664,6 @@ def render_index(facts: dict) -> str:
 # Writing.
 
 
-def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-    write_text_atomically(str(path), text)
-
-
 def facts_json(facts: dict) -> str:
     return json.dumps(facts, indent=1) + "\n"
 
@@ -715,9 +710,9 @@ def write_cards(out_dir: str | os.PathLike = DEFAULT_ZOO_DIR, *, reuse_facts: bo
     measurements = load_measurements(out_dir / MEASUREMENTS_FILE)
     files = render_all(facts, measurements)
     for file_name, text in files.items():
-        write_atomically(out_dir / file_name, text)
+        write_text_atomically(str(out_dir / file_name), text)
     if not (out_dir / MEASUREMENTS_FILE).exists():
-        write_atomically(out_dir / MEASUREMENTS_FILE, json.dumps(
+        write_text_atomically(str(out_dir / MEASUREMENTS_FILE), json.dumps(
             {"format_version": MEASUREMENTS_VERSION, "entries": []}, indent=2) + "\n")
     for file_name in stale_cards(out_dir, names):
         os.remove(out_dir / file_name)
