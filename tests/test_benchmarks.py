@@ -148,7 +148,6 @@ def test_readme_block_replacement_keeps_the_rest_of_the_file():
         report.replace_readme_block("no markers", "x")
 
 
-
 def test_int8_agreement_report_counts_agreements_against_the_target():
     """The benchmark's own numbers come from export_tflite, CascadeRuntime and LiteRTModel
     (tested elsewhere); a run converts 16 files (~75 s), so only its parsing and report
