@@ -19,9 +19,7 @@ Example:
 from __future__ import annotations
 
 import gzip
-import json
 import os
-import shutil
 import warnings
 from collections.abc import Sequence
 
@@ -29,12 +27,11 @@ import numpy as np
 
 from byot_keras.compress import extra
 from byot_keras.export.cascade import IMAGE, LOGITS, TRUNK_IN, TRUNK_OUT
+from byot_keras.export.layout import CASCADE, LABELS, ExportFolder
 from byot_keras.export.litert import SIGNATURE, LiteRTModel
 from byot_keras.export.tflite import (
     MANIFEST_VERSION,
     QUANTIZATIONS,
-    _prepare_output_dir,
-    _publish,
     file_name,
     manifest_input,
 )
@@ -206,6 +203,7 @@ def export_network(
     cascade: bool = True,
     extra_manifest: dict | None = None,
     max_calibration_examples: int = 200,
+    allow_other_files: bool = False,
 ) -> dict:
     """Writes every exit's file and the cascade for a tf_keras multi-exit network.
 
@@ -220,8 +218,8 @@ def export_network(
         `gzip_bytes` (what compresses away: pruning's zeros).
 
     Returns:
-        The manifest, also written to `manifest.json`; a failed export leaves any
-        previous one in `output_dir` untouched.
+        The manifest, also written to `manifest.json`; as with `export_tflite`, only an
+        earlier export's files are replaced and a failed export leaves it untouched.
     """
     quantizations = list(dict.fromkeys([quantizations] if isinstance(quantizations, str)
                                        else quantizations))
@@ -242,10 +240,11 @@ def export_network(
         raise ValueError(f"{len(labels)} labels for a {num_classes}-class model.")
     calibration = (None if representative_data is None else
                    np.asarray(representative_data[:max_calibration_examples], np.float32))
-    output_dir, staging = _prepare_output_dir(output_dir)
-    try:
-        exits = _write_files(network, staging, names, costs, quantizations, qat, calibration,
-                             eval_data, int8_io, cascade)
+    planned = planned_files(len(names), quantizations, cascade)
+    with ExportFolder(output_dir, planned, allow_other_files=allow_other_files,
+                      command="byot-qat/byot-prune") as folder:
+        exits = _write_files(network, folder.staging, names, costs, quantizations, qat,
+                             calibration, eval_data, int8_io, cascade)
         input_shape = [int(d) for d in network.inputs[0].shape[1:]]
         manifest = {
             "format_version": MANIFEST_VERSION,
@@ -254,7 +253,7 @@ def export_network(
             "num_exits": len(names),
             "signature": SIGNATURE,
             "input": manifest_input(input_shape, quantizations, int8_io, normalization),
-            "labels_file": "labels.txt",
+            "labels_file": LABELS,
             "quantizations": quantizations,
             "int8_io": bool(int8_io),
             "cascade": {
@@ -267,15 +266,29 @@ def export_network(
         }
         if eval_data is not None:
             manifest["eval_examples"] = int(len(eval_data[1]))
-        with open(os.path.join(staging, "labels.txt"), "w") as f:
+        with open(os.path.join(folder.staging, LABELS), "w") as f:
             f.write("\n".join(labels) + "\n")
-        with open(os.path.join(staging, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=2)
-        _publish(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        folder.write_manifest(manifest)
     return manifest
+
+
+def check_output_folder(output_dir: str, num_exits: int, quantizations: Sequence[str],
+                        cascade: bool, allow_other_files: bool = False) -> None:
+    """Refuses, before any fine-tuning, an `output_dir` that `export_network` with these
+    options would not write into (see `byot_keras.export.layout`)."""
+    ExportFolder(output_dir, planned_files(num_exits, quantizations, cascade),
+                 allow_other_files=allow_other_files, command="byot-qat/byot-prune")
+
+
+def planned_files(num_exits: int, quantizations: Sequence[str], cascade: bool) -> list[str]:
+    """The relative paths `export_network` writes (besides the manifest)."""
+    files = [LABELS]
+    for quantization in quantizations:
+        for k in range(1, num_exits + 1):
+            files.append(file_name(f"exit_{k}", quantization))
+            if cascade:
+                files.append(f"{CASCADE}/{file_name(f'segment_{k}', quantization)}")
+    return files
 
 
 def _write_files(network, folder, names, costs, quantizations, qat, calibration, eval_data,
@@ -311,7 +324,7 @@ def _write_files(network, folder, names, costs, quantizations, qat, calibration,
         for quantization in quantizations:
             flatbuffer = convert(segment, input_name, quantization, segment_inputs, int8_io,
                                  qat)
-            info = write(f"cascade/{file_name(f'segment_{k}', quantization)}", flatbuffer)
+            info = write(f"{CASCADE}/{file_name(f'segment_{k}', quantization)}", flatbuffer)
             info.update(LiteRTModel(flatbuffer).tensor_shapes())
             entry["segment"][quantization] = info
         if segment_inputs is not None and TRUNK_OUT in segment.output:

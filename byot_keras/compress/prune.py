@@ -118,6 +118,7 @@ def magnitude_pruning(
     cascade: bool = True,
     seed: int = 0,
     verbose="auto",
+    allow_other_files: bool = False,
 ) -> dict:
     """Prunes a trained Keras 3 multi-exit `model` to `target_sparsity` and exports it.
 
@@ -129,6 +130,8 @@ def magnitude_pruning(
     kernel sparsity, and the float model's per-exit accuracy on `eval_data`; every file
     entry has `gzip_bytes`.
 
+    `allow_other_files`: as in `export_tflite`; the folder is checked before any work.
+
     Returns:
         The manifest.
     """
@@ -137,6 +140,8 @@ def magnitude_pruning(
     tfmot = extra.tfmot()
     if not 0.0 < target_sparsity < 1.0:
         raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity}.")
+    export.check_output_folder(output_dir, model.num_exits, quantizations, cascade,
+                               allow_other_files)
     steps = epochs * int(np.ceil(len(images) / batch_size))
     schedule = pruning_schedule(steps, target_sparsity)
     check = representative_data if representative_data is not None else images
@@ -162,4 +167,5 @@ def magnitude_pruning(
         quantizations=quantizations, representative_data=representative_data,
         eval_data=eval_data, labels=class_names, normalization=normalization,
         int8_io=int8_io, cascade=cascade, extra_manifest={"compression": compression},
+        allow_other_files=allow_other_files,
     )

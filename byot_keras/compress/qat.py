@@ -177,6 +177,7 @@ def quantization_aware_training(
     cascade: bool = True,
     seed: int = 0,
     verbose="auto",
+    allow_other_files: bool = False,
 ) -> dict:
     """QAT fine-tuning of a trained Keras 3 multi-exit `model`, then int8 export.
 
@@ -187,12 +188,16 @@ def quantization_aware_training(
     (layout of `byot_keras.export`). The manifest's `compression` entry records the
     twin check, the fine-tuning and the float model's per-exit accuracy on `eval_data`.
 
+    `allow_other_files`: as in `export_tflite`; the folder is checked before any work.
+
     Returns:
         The manifest.
     """
     from byot_keras.compress import export, finetune, twin
 
     extra.require()  # before any work: a missing extra names its install command
+    export.check_output_folder(output_dir, model.num_exits, ["int8"], cascade,
+                               allow_other_files)
     check = representative_data if representative_data is not None else images
     twin_result = twin.build_twin(model, model_name, check_images=np.asarray(check[:32]),
                                   **(builder_kwargs or {}))
@@ -209,4 +214,5 @@ def quantization_aware_training(
         quantizations=["int8"], qat=True, representative_data=representative_data,
         eval_data=eval_data, labels=class_names, normalization=normalization,
         int8_io=int8_io, cascade=cascade, extra_manifest={"compression": compression},
+        allow_other_files=allow_other_files,
     )

@@ -6,9 +6,7 @@ fails clearly).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 
@@ -24,6 +22,7 @@ from byot_keras.export.cascade import (
     exit_models,
 )
 from byot_keras.export.equalize import equalize_for_quantization
+from byot_keras.export.layout import CASCADE, LABELS, ExportFolder
 from byot_keras.export.litert import SIGNATURE, LiteRTModel, operator_names, signature_outputs
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
@@ -53,14 +52,17 @@ def file_name(stem: str, quantization: str) -> str:
     return f"{stem}.tflite" if quantization == "float32" else f"{stem}_{quantization}.tflite"
 
 
-def _check_quantizations(quantizations: Sequence[str]) -> list[str]:
+def check_quantizations(quantizations: Sequence[str], flag: str = "quantizations"
+                        ) -> list[str]:
+    """The requested quantizations without repeats; unknown or no names raise."""
     if isinstance(quantizations, str):
         quantizations = [quantizations]
     valid = QUANTIZATIONS + EXPERIMENTAL_QUANTIZATIONS
     unknown = [q for q in quantizations if q not in valid]
     if unknown or not quantizations:
         raise ValueError(
-            f"Unknown quantization {unknown or quantizations}. Valid: {', '.join(valid)}."
+            f"{flag}: unknown quantization {unknown or list(quantizations)}. Valid: "
+            f"{', '.join(valid)}."
         )
     return list(dict.fromkeys(quantizations))
 
@@ -122,7 +124,7 @@ def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
     """
     import tensorflow as tf
 
-    (quantization,) = _check_quantizations([quantization])
+    (quantization,) = check_quantizations([quantization])
     if not models:
         raise ValueError("Give at least one model to convert.")
     if quantization in CALIBRATED and representative is None:
@@ -258,29 +260,6 @@ def _remove_edge_conversion(subgraph, codes, wanted, index, name, is_input) -> i
     return int(ops[0].outputs[0] if is_input else ops[0].inputs[0])
 
 
-def _prepare_output_dir(output_dir: str) -> tuple[str, str]:
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError(f"Output folder '{output_dir}' is a file; give a folder path.")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.export-", dir=parent)
-    return output_dir, staging
-
-
-def _publish(staging: str, output_dir: str) -> None:
-    """Swap the finished staging folder in; the old export is removed only afterwards."""
-    backup = None
-    if os.path.exists(output_dir):
-        backup = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-",
-                                  dir=os.path.dirname(output_dir))
-        os.rmdir(backup)
-        os.rename(output_dir, backup)
-    os.rename(staging, output_dir)
-    if backup:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
 def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(logits, axis=-1) == labels))
 
@@ -302,6 +281,7 @@ def export_tflite(
     int8_float_classifier: bool = True,
     int8_equalize: bool = True,
     int8_trunk: bool = True,
+    allow_other_files: bool = False,
 ) -> dict:
     """Writes per-exit files, the cascade, the multi-signature file, `labels.txt` and
     `manifest.json`.
@@ -342,10 +322,13 @@ def export_tflite(
             ("trunk_in", "trunk_out") as int8, with segment k's "trunk_out" scale and zero
             point given to segment k+1's "trunk_in": an app copies the bytes on, with no
             float round trip ("image" and "logits" stay float unless `int8_io`).
+        allow_other_files: write into an `output_dir` that holds entries no export
+            wrote; they are kept. Without it such a folder is refused before any work.
 
     Returns:
-        The manifest (also written to `manifest.json`). A failed export leaves any
-        previous export in `output_dir` untouched.
+        The manifest (also written to `manifest.json`; its "files" lists every file
+        written). An export replaces only the files an earlier export in `output_dir`
+        listed; a failed export leaves that earlier export untouched.
 
     Example:
         >>> from byot_keras import zoo
@@ -370,7 +353,7 @@ def export_tflite(
                          "(byot-export --nocascade).")
     selected = list(range(1, model.num_exits + 1)) if exits is None else [
         int(model.exit_name(k).split("_")[1]) for k in exits]
-    quantizations = _check_quantizations(quantizations)
+    quantizations = check_quantizations(quantizations)
     calibrated = [q for q in quantizations if q in CALIBRATED]
     if calibrated and representative_data is None:
         raise ValueError(
@@ -387,6 +370,7 @@ def export_tflite(
     labels = [str(i) for i in range(num_classes)] if labels is None else list(labels)
     if len(labels) != num_classes:
         raise ValueError(f"{len(labels)} labels for a {num_classes}-class model.")
+    check_export_data(representative_data, eval_data, num_classes, max_calibration_examples)
 
     options = {
         "quantizations": quantizations, "int8_io": bool(int8_io), "cascade": cascade,
@@ -394,16 +378,65 @@ def export_tflite(
         "int8_float_classifier": bool(int8_float_classifier),
         "int8_equalize": bool(int8_equalize), "int8_trunk": bool(int8_trunk),
     }
-    output_dir, staging = _prepare_output_dir(output_dir)
-    try:
-        manifest = _write_export(model, staging, options, representative_data,
+    planned = planned_files(model.num_exits, selected, quantizations, cascade,
+                            multi_signature)
+    with ExportFolder(output_dir, planned, allow_other_files=allow_other_files) as folder:
+        manifest = _write_export(model, folder, options, representative_data,
                                  max_calibration_examples, eval_data, labels, normalization,
                                  input_shape)
-        _publish(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
+
+
+def check_export_data(representative_data, eval_data, num_classes: int,
+                      max_calibration_examples: int = 200) -> None:
+    """Calibration and evaluation data an export can use: some examples, finite images,
+    labels among the model's classes; else a ValueError naming the problem."""
+    if isinstance(max_calibration_examples, bool) or not isinstance(
+            max_calibration_examples, int) or max_calibration_examples < 1:
+        raise ValueError(f"max_calibration_examples must be an integer >= 1, got "
+                         f"{max_calibration_examples!r}.")
+    if representative_data is not None:
+        images = np.asarray(representative_data[:max_calibration_examples])
+        if len(images) == 0:
+            raise ValueError("representative_data is empty: int8 calibration needs a few "
+                             "hundred typical images.")
+        _require_finite(images, "representative_data")
+    if eval_data is not None:
+        images, labels = np.asarray(eval_data[0]), np.asarray(eval_data[1])
+        if len(images) == 0 or len(images) != len(labels):
+            raise ValueError(f"eval_data has {len(images)} images and {len(labels)} labels: "
+                             "give (images, labels) of the same, non-zero length.")
+        _require_finite(images, "eval_data images")
+        labels = labels.reshape(len(labels), -1)
+        if labels.shape[1] != 1:
+            raise ValueError(f"eval_data labels have shape {np.shape(eval_data[1])}; give "
+                             "integer class ids of shape (n,).")
+        bad = labels[(labels < 0) | (labels >= num_classes) | (labels != np.round(labels))]
+        if bad.size:
+            raise ValueError(f"eval_data holds label {bad.flat[0]!r}, not a class of this "
+                             f"{num_classes}-class model (valid: 0..{num_classes - 1}).")
+
+
+def _require_finite(images: np.ndarray, label: str) -> None:
+    finite = np.isfinite(images.astype(np.float64, copy=False))
+    if not finite.all():
+        first = int(np.argmin(finite.reshape(len(images), -1).all(axis=1)))
+        raise ValueError(f"{label} holds NaN or infinite values (first in example {first}): "
+                         "give real, normalised images.")
+
+
+def planned_files(num_exits: int, selected: Sequence[int], quantizations: Sequence[str],
+                  cascade: bool, multi_signature: bool) -> list[str]:
+    """The relative paths an export with these options writes (besides the manifest)."""
+    files = [LABELS]
+    for quantization in quantizations:
+        files += [file_name(f"exit_{k}", quantization) for k in selected]
+        if cascade:
+            files += [f"{CASCADE}/{file_name(f'segment_{k}', quantization)}"
+                      for k in range(1, num_exits + 1)]
+        if multi_signature:
+            files.append(file_name(MULTI_SIGNATURE_STEM, quantization))
+    return files
 
 
 class _Writer:
@@ -431,8 +464,9 @@ def _deployed_networks(model, options: dict, calibration) -> tuple[dict, int | N
     return networks, pairs
 
 
-def _write_export(model, folder, options, representative_data, max_calibration_examples,
-                  eval_data, labels, normalization, input_shape):
+def _write_export(model, export: ExportFolder, options, representative_data,
+                  max_calibration_examples, eval_data, labels, normalization, input_shape):
+    folder = export.staging
     quantizations, int8_io = options["quantizations"], options["int8_io"]
     float_classifier = options["int8_float_classifier"]
     calibration = None
@@ -474,7 +508,7 @@ def _write_export(model, folder, options, representative_data, max_calibration_e
         multi = _write_multi_signature(model, writer, subs, calibration, options,
                                        check_images, keras_check)
 
-    with open(os.path.join(folder, "labels.txt"), "w") as f:
+    with open(os.path.join(folder, LABELS), "w") as f:
         f.write("\n".join(labels) + "\n")
     manifest = {
         "format_version": MANIFEST_VERSION,
@@ -483,7 +517,7 @@ def _write_export(model, folder, options, representative_data, max_calibration_e
         "num_exits": model.num_exits,
         "signature": SIGNATURE,
         "input": manifest_input(input_shape, quantizations, int8_io, normalization),
-        "labels_file": "labels.txt",
+        "labels_file": LABELS,
         "quantizations": quantizations,
         "int8_io": bool(int8_io),
         "int8_trunk": bool(options["cascade"] and "int8" in quantizations
@@ -504,9 +538,7 @@ def _write_export(model, folder, options, representative_data, max_calibration_e
             })
     if eval_data is not None:
         manifest["eval_examples"] = int(len(eval_data[1]))
-    with open(os.path.join(folder, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-    return manifest
+    return export.write_manifest(manifest)
 
 
 def _float_check(runner: LiteRTModel, images: np.ndarray, reference: np.ndarray) -> dict:
@@ -530,7 +562,7 @@ def _write_cascade(model, writer, exits, networks, calibration, options):
                 if k + 1 < len(exits):
                     trunk_quantization = LiteRTModel(flatbuffer).output_details[TRUNK_OUT][
                         "quantization"]
-            info = writer.write(f"cascade/{file_name(f'segment_{k + 1}', quantization)}",
+            info = writer.write(f"{CASCADE}/{file_name(f'segment_{k + 1}', quantization)}",
                                 flatbuffer)
             info.update(LiteRTModel(flatbuffer).tensor_shapes())
             entry["segment"][quantization] = info
