@@ -11,23 +11,69 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
+COMMAND = "byot-quickstart"
+MODEL_FILE = "model.keras"
+RESULTS_FILE = "results.json"
+
+
+def check_output_dir(output_dir: str, overwrite: bool = False) -> None:
+    """The quickstart writes `model.keras` and `results.json`: it replaces those of an
+    earlier quickstart, and refuses a folder holding anything else unless `overwrite`
+    (the other files are then kept; a `model.keras` it did not write is never replaced)."""
+    from byot_keras.folders import check_output_folder, require_folder_path
+
+    path = require_folder_path(output_dir)
+    owned = (MODEL_FILE, RESULTS_FILE) if _written_by_quickstart(path) else ()
+    check_output_folder(path, owned=owned, writes=(MODEL_FILE, RESULTS_FILE),
+                        allow_others=overwrite, command=COMMAND, allow_flag="overwrite")
+
+
+def _written_by_quickstart(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, RESULTS_FILE)) as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(results, dict) and (results.get("written_by") == COMMAND or {
+        "model", "objective", "exits", "early_exit", "model_file"} <= set(results))
+
+
+def check_thresholds(thresholds) -> list[float]:
+    """Confidence thresholds as floats in [0, 1]; else a ValueError naming the value."""
+    values = []
+    for entry in thresholds:
+        try:
+            value = float(entry)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not 0.0 <= value <= 1.0:
+            raise ValueError(f"--thresholds entry {entry!r} is not a confidence: give "
+                             "numbers between 0 and 1, e.g. 0.5,0.9.")
+        values.append(value)
+    if not values:
+        raise ValueError("--thresholds is empty: give at least one confidence, e.g. 0.9.")
+    return values
 
 
 def train_and_report(model_name: str, width_multiplier: float, objective: str, epochs: int,
                      batch_size: int, learning_rate: float, seed: int, output_dir: str,
-                     thresholds: list[float], verbose="auto") -> dict:
-    """Trains on digits, saves `output_dir/model.keras`, returns (and writes) the results."""
+                     thresholds: list[float], verbose="auto", overwrite: bool = False
+                     ) -> dict:
+    """Trains on digits, saves `output_dir/model.keras`, returns (and writes) the results.
+    The folder is checked first (`check_output_dir`)."""
     import keras
     import numpy as np
 
     from byot_keras import zoo
     from byot_keras.data import load_digits
     from byot_keras.inference import early_exit_curve
-    from byot_keras.saving import save_model_atomically
+    from byot_keras.saving import save_model_atomically, write_text_atomically
 
+    thresholds = check_thresholds(thresholds)
+    check_output_dir(output_dir, overwrite)
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = load_digits(seed=seed)
     model = zoo.create_model(model_name, num_classes=10, input_shape=x_train.shape[1:],
@@ -45,6 +91,8 @@ def train_and_report(model_name: str, width_multiplier: float, objective: str, e
     curve = early_exit_curve(logits, y_test, thresholds,
                              answer_costs=[c["cascade_macs"] for c in costs])
     results = {
+        "written_by": COMMAND,
+        "files": [MODEL_FILE, RESULTS_FILE],
         "model": model_name,
         "width_multiplier": width_multiplier,
         "objective": objective,
@@ -55,10 +103,10 @@ def train_and_report(model_name: str, width_multiplier: float, objective: str, e
         "ensemble_accuracy": metrics["ensemble_accuracy"],
         "early_exit": curve,
     }
-    os.makedirs(output_dir, exist_ok=True)
-    results["model_file"] = save_model_atomically(model, os.path.join(output_dir, "model.keras"))
-    with open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    check_output_dir(output_dir, overwrite)  # again: the folder may have changed meanwhile
+    results["model_file"] = save_model_atomically(model, os.path.join(output_dir, MODEL_FILE))
+    write_text_atomically(os.path.join(output_dir, RESULTS_FILE),
+                          json.dumps(results, indent=2))
     return results
 
 
@@ -86,8 +134,8 @@ def main(argv):
     del argv
     results = train_and_report(
         FLAGS.model, FLAGS.width_multiplier, FLAGS.objective, FLAGS.epochs, FLAGS.batch_size,
-        FLAGS.learning_rate, FLAGS.seed, FLAGS.output_dir,
-        [float(t) for t in FLAGS.thresholds],
+        FLAGS.learning_rate, FLAGS.seed, FLAGS.output_dir, FLAGS.thresholds,
+        overwrite=FLAGS.overwrite,
     )
     print(format_report(results))
 
@@ -102,15 +150,20 @@ def _define_flags():
     flags.DEFINE_integer("batch_size", 64, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 0.05, "Peak SGD learning rate (cosine decay to 0).")
     flags.DEFINE_integer("seed", 0, "Random seed for weights, shuffling and the split.")
-    flags.DEFINE_string("output_dir", "runs/quickstart", "Where model.keras and results.json go.")
+    flags.DEFINE_string("output_dir", "runs/quickstart", "Where model.keras and results.json "
+                        "go (an earlier quickstart's are replaced).")
+    flags.DEFINE_bool("overwrite", False, "Write into an --output_dir that holds other files "
+                      "(they are kept; a model.keras the quickstart did not write is never "
+                      "replaced).")
     flags.DEFINE_list("thresholds", ["0.5", "0.8", "0.9", "0.95", "0.99"],
                       "Confidence thresholds for the early-exit table.")
 
 
 def run():
     """Console-script entry point (`byot-quickstart`)."""
-    _define_flags()
-    app.run(main)
+    from byot_keras import commands
+
+    commands.run(COMMAND, __doc__, _define_flags, main)
 
 
 if __name__ == "__main__":

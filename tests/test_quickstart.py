@@ -1,5 +1,7 @@
-"""The README's main job (byot-quickstart) end to end, shortened to two epochs."""
+"""The README's main job (byot-quickstart) end to end, shortened to two epochs, in a
+folder that also holds a user's files (with --overwrite: they must survive)."""
 
+import hashlib
 import json
 
 import keras
@@ -10,11 +12,15 @@ from byot_keras.quickstart import format_report, train_and_report
 
 
 def test_quickstart_trains_reports_and_saves_a_loadable_model(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    digest = hashlib.sha256(notes.read_bytes()).hexdigest()
     results = train_and_report(
         "resnet18_byot", width_multiplier=0.125, objective="official", epochs=2,
         batch_size=64, learning_rate=0.05, seed=0, output_dir=str(tmp_path),
-        thresholds=[0.5, 0.99], verbose=0,
+        thresholds=[0.5, 0.99], verbose=0, overwrite=True,
     )
+    assert hashlib.sha256(notes.read_bytes()).hexdigest() == digest
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["ensemble_accuracy"] == results["ensemble_accuracy"]
     assert [e["exit"] for e in saved["exits"]] == ["exit_1", "exit_2", "exit_3", "exit_4"]

@@ -13,6 +13,7 @@ a time: the runtime's answers equal that function's on the same logits.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -331,21 +332,35 @@ def write_sweep(rows: Sequence[dict], output_dir: str, stem: str = "early_exit_s
                 title: str | None = None) -> dict[str, str]:
     """Writes `<stem>.csv`, `<stem>.md` and `<stem>.png` into `output_dir`; returns their
     paths by kind."""
+    from byot_keras.folders import OutputFolderError, require_folder_path
+    from byot_keras.saving import replace_atomically, write_text_atomically
+
     if not rows:
         raise ValueError("No sweep rows to write.")
-    os.makedirs(output_dir, exist_ok=True)
+    require_folder_path(output_dir)
     paths = {kind: os.path.join(output_dir, f"{stem}.{kind}") for kind in ("csv", "md", "png")}
+    present = [path for path in paths.values() if os.path.lexists(path)]
+    if present and not _written_by_sweep(paths["csv"]):
+        raise OutputFolderError(f"{', '.join(present)} exist and are not an earlier sweep's "
+                                "files: move them away or choose another output folder.")
     header, body = _table(rows)
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(body)
-    with open(paths["md"], "w") as f:
-        if title:
-            f.write(f"{title}\n\n")
-        f.write(format_sweep_markdown(rows))
-    plot_sweep(rows, paths["png"], title)
+    table = io.StringIO()
+    csv.writer(table, lineterminator="\n").writerows([header, *body])
+    write_text_atomically(paths["csv"], table.getvalue())
+    write_text_atomically(paths["md"], (f"{title}\n\n" if title else "")
+                          + format_sweep_markdown(rows))
+    replace_atomically(paths["png"], lambda path: plot_sweep(rows, path, title), suffix=".png")
     return paths
+
+
+def _written_by_sweep(csv_path: str) -> bool:
+    """Whether `csv_path` is a sweep table (its header starts like `_table`'s)."""
+    try:
+        with open(csv_path, newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError):
+        return False
+    return header[:3] == ["threshold", "accuracy", "mean_exit"]
 
 
 def normalization_mismatch(manifest_normalization: dict | None, applied: dict) -> str | None:

@@ -97,21 +97,29 @@ class TrainConfig:
         return self
 
     def milestone_epochs(self) -> list[int]:
-        """The step schedule's milestones as sorted epochs in (0, epochs); entries outside
-        (e.g. "-10" in a 5-epoch run) are dropped."""
+        """The step schedule's milestones as sorted epochs in (0, epochs). An epoch or a
+        fraction outside the run is refused; an offset from the end that falls before
+        the start (a preset's "-10" in a 5-epoch run) is dropped."""
         epochs = set()
         for entry in self.lr_milestones:
             text = str(entry).strip()
             try:
                 if "/" in text:
-                    value = int(fractions.Fraction(text) * self.epochs)
+                    fraction = fractions.Fraction(text)
+                    value = int(fraction * self.epochs)
+                    inside = 0 < fraction < 1
                 else:
                     value = int(text)
+                    inside = value < 0 or 0 < value < self.epochs
                     value = self.epochs + value if value < 0 else value
-            except ValueError as error:
+            except (ValueError, ZeroDivisionError) as error:
                 raise ValueError(f"lr_milestones entry '{entry}' is not an epoch: use an "
                                  "integer ('30'), a fraction of the run ('1/3') or an offset "
                                  "from the end ('-10').") from error
+            if not inside:
+                raise ValueError(f"lr_milestones entry '{entry}' lies outside the run of "
+                                 f"{self.epochs} epochs: give epochs 1..{self.epochs - 1}, "
+                                 "fractions between 0 and 1, or offsets from the end.")
             if 0 < value < self.epochs:
                 epochs.add(value)
         return sorted(epochs)

@@ -14,7 +14,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -37,6 +37,8 @@ def evaluate_model_file(model_file: str, dataset: str, data_dir: str | None = No
     from byot_keras.train import report as report_lib
     from byot_keras.train.trainer import evaluate_exits
 
+    folder = output_dir or os.path.dirname(os.path.abspath(model_file))
+    check_report_files(folder, name)
     model = load_trained_model(model_file)
     source = pipeline.load_source(dataset, data_dir, image_size=image_size,
                                   test_examples=test_examples, train_examples=1, seed=seed,
@@ -59,9 +61,31 @@ def evaluate_model_file(model_file: str, dataset: str, data_dir: str | None = No
                                      evaluation=evaluation, training=None,
                                      model_file=model_file)
     report["training_config"] = training_config or None
-    report_lib.write_report(report, output_dir or os.path.dirname(os.path.abspath(model_file)),
-                            name=name)
+    report["written_by"] = "byot-eval"
+    report_lib.write_report(report, folder, name=name)
     return report
+
+
+def check_report_files(folder: str, name: str = "eval_report") -> None:
+    """byot-eval writes `<name>.json` and `<name>.png`: it replaces those of an earlier
+    byot-eval and refuses to overwrite files of the same names that it did not write."""
+    from byot_keras.folders import OutputFolderError, require_folder_path
+
+    require_folder_path(folder)
+    files = [os.path.join(folder, f"{name}.{suffix}") for suffix in ("json", "png")]
+    present = [path for path in files if os.path.lexists(path)]
+    if not present:
+        return
+    try:
+        with open(files[0]) as f:
+            ours = json.load(f).get("written_by") == "byot-eval"
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise OutputFolderError(
+            f"{' and '.join(present)} exist{'s' if len(present) == 1 else ''} and "
+            f"{'was' if len(present) == 1 else 'were'} not written by byot-eval: move "
+            f"{'it' if len(present) == 1 else 'them'} away or choose another --output_dir.")
 
 
 def _training_config(model_file: str) -> dict:
@@ -103,14 +127,16 @@ def _define_flags():
     flags.DEFINE_integer("test_examples", None, "Use only the first N test examples.")
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_string("output_dir", None, "Where eval_report.json/png go (default: beside "
-                        "the model file).")
+                        "the model file); an earlier byot-eval's report is replaced, other "
+                        "files of those names are refused.")
     flags.DEFINE_float("baseline_accuracy", None, "Baseline accuracy (0-1) for the plot.")
 
 
 def run():
     """Console-script entry point (`byot-eval`)."""
-    _define_flags()
-    app.run(main)
+    from byot_keras import commands
+
+    commands.run("byot-eval", __doc__, _define_flags, main)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import csv
 import glob
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -33,13 +32,16 @@ import keras
 import numpy as np
 
 from byot_keras.train.config import TrainConfig
+from byot_keras.train.run_folder import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LOG_DIR,
+    STATE_FILE,
+    WORKERS_DIR,
+    check_run_dir,
+)
 from byot_keras.training import method_trait
 
-CHECKPOINT_DIR = "checkpoints"
-STATE_FILE = "state.json"
-CONFIG_FILE = "config.json"
-RUN_FILES = ("config.json", "log.csv", "report.json", "report.png", "model.keras")
-RUN_DIRS = (CHECKPOINT_DIR, "logs", "workers")
 EARLY_EXIT_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
@@ -123,43 +125,7 @@ def check_global_batch(batch_size: int, replicas: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------
-# Output folder
-
-
-def check_run_dir(run_dir: str, config: TrainConfig) -> None:
-    """Refuses an output folder holding a run with another configuration (unless
-    `config.overwrite`, which deletes that run's files)."""
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        if os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):
-            raise ValueError(f"'{run_dir}' holds checkpoints but no {CONFIG_FILE}: it is not a "
-                             "byot-train run folder. Choose another --output_dir.")
-        return
-    try:
-        with open(path) as f:
-            previous = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read {path} ({error}); choose another --output_dir or "
-                         "pass --overwrite.") from error
-    differences = config.differences(previous)
-    if not differences:
-        return
-    if config.overwrite:
-        clear_run_dir(run_dir)
-        return
-    listed = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in
-                       list(differences.items())[:6])
-    raise ValueError(f"--output_dir '{run_dir}' holds a different run ({listed}). Use another "
-                     "--output_dir, the same settings to resume it, or --overwrite to delete it.")
-
-
-def clear_run_dir(run_dir: str) -> None:
-    """Deletes the files a run writes (and nothing else) from `run_dir`."""
-    for name in RUN_FILES:
-        if os.path.exists(os.path.join(run_dir, name)):
-            os.remove(os.path.join(run_dir, name))
-    for name in RUN_DIRS:
-        shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+# Files
 
 
 def write_json_atomically(data, path: str) -> str:
@@ -402,7 +368,7 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
     check_global_batch(config.batch_size, replicas)
     is_chief, worker = worker_role(strategy)
     # Workers other than the chief keep their own folder: they may not share a disk.
-    run_dir = config.output_dir if is_chief else os.path.join(config.output_dir, "workers",
+    run_dir = config.output_dir if is_chief else os.path.join(config.output_dir, WORKERS_DIR,
                                                               worker)
     check_run_dir(run_dir, config)
 
@@ -459,7 +425,7 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
     ]
     verbose = _verbosity(config.verbose) if is_chief else 0
     if _tensorboard_installed():
-        all_callbacks.insert(1, keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"),
+        all_callbacks.insert(1, keras.callbacks.TensorBoard(os.path.join(run_dir, LOG_DIR),
                                                             write_graph=False))
     elif verbose:
         print("TensorBoard logs skipped: the tensorboard package is not installed.")
