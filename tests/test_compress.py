@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from user_files import assert_untouched, put_user_files
 
 from byot_keras import zoo
 from byot_keras.data import load_digits
@@ -58,7 +59,16 @@ PROBE = textwrap.dedent("""
     (x, y), _ = load_digits()
     prune.magnitude_pruning(keras.saving.load_model(model_files[0]), x[:int(train)],
                             y[:int(train)], prune_dir, target_sparsity=float(sparsity),
-                            epochs=1, batch_size=32, cascade=False, verbose=0)
+                            epochs=1, batch_size=32, cascade=False, verbose=0,
+                            allow_other_files=True)
+    # A folder of user files without the flag: refused before any fine-tuning.
+    result["refused"] = []
+    for compress in (qat.quantization_aware_training, prune.magnitude_pruning):
+        try:
+            compress(keras.saving.load_model(model_files[0]), x[:2], y[:2], prune_dir,
+                     epochs=1, verbose=0)
+        except ValueError as error:
+            result["refused"].append(str(error))
     tf_keras = extra.tf_keras()
     x = tf_keras.Input((8, 8, 3), name="image")
     y = tf_keras.layers.Conv2D(4, 3, name="conv")(x)
@@ -122,11 +132,12 @@ def runs(tmp_path_factory, digits):
     images = np.random.default_rng(1).normal(size=(6, 32, 32, 3)).astype("float32")
     np.savez(folder / "images.npz", images=images)
 
+    user_files = {name: put_user_files(folder / name) for name in ("qat", "pruned")}
     processes = {
         "qat": _start(["recipes/qat.py", "--model_file", paths["vgg"], "--dataset", "digits",
                        "--train_examples", TRAIN, "--eval_examples", EVAL,
                        "--calibration_examples", CALIBRATION, "--batch_size", 32,
-                       "--output_dir", folder / "qat"]),
+                       "--output_dir", folder / "qat", "--allow_other_files"]),
         "probe": _start(["-c", PROBE, folder / "images.npz", folder / "probe.json",
                          folder / "pruned", TARGET_SPARSITY, TRAIN, paths["vgg"],
                          paths["resnet"]]),
@@ -136,6 +147,7 @@ def runs(tmp_path_factory, digits):
     outputs = {name: _finish(process, name) for name, process in processes.items()}
     return {"folder": folder, "models": {"vgg": vgg, "resnet": resnet}, "paths": paths,
             "images": images, "outputs": outputs, "dense_deepest": dense_deepest,
+            "user_files": user_files,
             "probe": json.loads((folder / "probe.json").read_text())}
 
 
@@ -159,8 +171,10 @@ def test_importing_the_package_leaves_tfmot_out_and_a_missing_extra_says_how_to_
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loaded"] == [] and result["legacy"] is None
-    assert 'pip install -e ".[compress]"' in result["message"]
-    assert "tf_keras" in result["message"]
+    assert result["message"] == "1"  # the exit status; the message is one stderr line
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("byot-qat: error:") and "Traceback" not in done.stderr
+    assert 'pip install -e ".[compress]"' in line and "tf_keras" in line
 
 
 @needs_extra
@@ -254,3 +268,16 @@ def test_pruning_reaches_the_target_sparsity_and_compresses(runs):
     # The deepest exit's pruned file compresses far better than the unpruned one.
     deepest = manifest["exits"][-1]["files"]["float32"]["gzip_bytes"]
     assert deepest < 0.8 * len(gzip.compress(runs["dense_deepest"], 9))
+
+
+@needs_extra
+def test_qat_and_pruning_keep_user_files_and_refuse_them_without_the_flag(runs):
+    for hashes in runs["user_files"].values():
+        assert_untouched(hashes)
+    for name in ("qat", "pruned"):  # the user's files next to the export's own
+        assert {"notes.txt", "model.keras", "data", "manifest.json"} <= set(
+            os.listdir(runs["folder"] / name))
+    refused = runs["probe"]["refused"]
+    assert len(refused) == 2
+    for message in refused:
+        assert "did not write" in message and "--allow_other_files" in message

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,7 +41,11 @@ def load_training_data(dataset: str, data_dir: str | None, train_examples: int,
 
 
 def _builder_kwargs() -> dict:
-    kwargs = json.loads(FLAGS.builder_kwargs) if FLAGS.builder_kwargs else {}
+    try:
+        kwargs = json.loads(FLAGS.builder_kwargs) if FLAGS.builder_kwargs else {}
+    except ValueError as error:
+        raise app.UsageError(f"--builder_kwargs is not valid JSON ({error}); give a JSON "
+                             "object, e.g. '{\"stem_type\": \"imagenet\"}'.") from None
     if not isinstance(kwargs, dict):
         raise app.UsageError(f"--builder_kwargs must be a JSON object, got {kwargs!r}.")
     if FLAGS.width_multiplier is not None:
@@ -80,16 +83,6 @@ def _report(manifest: dict, output_dir: str) -> None:
     print(json.dumps({"manifest": os.path.join(output_dir, "manifest.json")}))
 
 
-def _run_safely(job) -> None:
-    from byot_keras.compress.extra import MissingExtraError
-    from byot_keras.compress.qat import UnsupportedLayersError
-
-    try:
-        job()
-    except (MissingExtraError, UnsupportedLayersError) as error:
-        sys.exit(f"error: {error}")
-
-
 def _compress(module: str, function: str, suffix: str, **options) -> None:
     """Loads the model and data, runs `byot_keras.compress.<module>.<function>` (imported
     only after the extra is checked) with the flags both commands share plus `options`,
@@ -100,21 +93,27 @@ def _compress(module: str, function: str, suffix: str, **options) -> None:
 
         from absl import logging
 
+        from byot_keras.folders import require_folder_path
+
+        builder_kwargs = _builder_kwargs()  # flags first, before anything is loaded
+        if FLAGS.output_dir:
+            require_folder_path(FLAGS.output_dir)
         model, (x, y, representative, eval_data, normalization, labels) = _prepare()
         compress = getattr(importlib.import_module(f"byot_keras.compress.{module}"), function)
         logging.set_verbosity(logging.WARNING)
         output_dir = FLAGS.output_dir or os.path.join("tflite", f"{model.name}_{suffix}")
         manifest = compress(
-            model, x, y, output_dir, model_name=FLAGS.model, builder_kwargs=_builder_kwargs(),
+            model, x, y, output_dir, model_name=FLAGS.model, builder_kwargs=builder_kwargs,
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
             learning_rate=FLAGS.learning_rate, eval_data=eval_data,
             representative_data=representative, class_names=labels,
             normalization=normalization, int8_io=FLAGS.int8_io, cascade=FLAGS.cascade,
-            seed=FLAGS.seed, verbose=2, **options,
+            seed=FLAGS.seed, verbose=2, allow_other_files=FLAGS.allow_other_files,
+            **options,
         )
         _report(manifest, output_dir)
 
-    _run_safely(job)
+    job()
 
 
 def qat_main(argv):
@@ -153,21 +152,41 @@ def _define_common_flags(epochs: int, learning_rate: float):
     flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs for the int8 files.")
     flags.DEFINE_bool("cascade", True, "Also write the cascade segments.")
     flags.DEFINE_integer("seed", 0, "Random seed for the fine-tuning order.")
-    flags.DEFINE_string("output_dir", None, "Export folder.")
+    flags.DEFINE_string("output_dir", None, "Export folder (default tflite/<model name>_"
+                        "<qat|pruned>). An export replaces only what an earlier export wrote "
+                        "there.")
+    flags.DEFINE_bool("allow_other_files", False, "Export into an --output_dir that holds "
+                      "files no export wrote (they are kept, never overwritten).")
+
+
+def _expected_errors() -> tuple:
+    from byot_keras.compress.extra import MissingExtraError
+    from byot_keras.compress.qat import UnsupportedLayersError
+
+    return (MissingExtraError, UnsupportedLayersError, RuntimeError)
 
 
 def run_qat():
     """Console-script entry point (`byot-qat`)."""
-    _define_common_flags(epochs=1, learning_rate=0.002)
-    app.run(qat_main)
+    from byot_keras import commands
+
+    commands.run("byot-qat", __doc__, lambda: _define_common_flags(epochs=1,
+                                                                   learning_rate=0.002),
+                 qat_main, errors=_expected_errors())
 
 
-def run_prune():
-    """Console-script entry point (`byot-prune`)."""
+def _define_prune_flags():
     _define_common_flags(epochs=2, learning_rate=0.005)
     flags.DEFINE_float("target_sparsity", 0.5, "Share of every Conv2D/Dense kernel set to "
                        "zero.", lower_bound=0.01, upper_bound=0.99)
     flags.DEFINE_list("quantizations", ["float32", "int8"],
                       "Files to write of the pruned model: float32, float16, dynamic_int8, "
                       "int8.")
-    app.run(prune_main)
+
+
+def run_prune():
+    """Console-script entry point (`byot-prune`)."""
+    from byot_keras import commands
+
+    commands.run("byot-prune", __doc__, _define_prune_flags, prune_main,
+                 errors=_expected_errors())

@@ -56,34 +56,63 @@ def load_export_data(dataset: str, data_dir: str | None, calibration: int, evalu
     return x_train, eval_data, data.CIFAR_NORMALIZATION, None
 
 
+def parse_exits(entries: list[str]) -> list[int] | None:
+    """--exits entries as exit numbers (None: all)."""
+    try:
+        return [int(k) for k in entries] or None
+    except ValueError:
+        raise ValueError(f"--exits {','.join(entries)}: give exit numbers, e.g. --exits 1,3."
+                         ) from None
+
+
+def check_dataset_classes(dataset: str, eval_data, labels, num_classes: int) -> None:
+    """The data set must have the model's classes: another data set's labels would give
+    meaningless accuracies."""
+    if eval_data is None:
+        return
+    dataset_classes = len(labels) if labels is not None else {"cifar10": 10,
+                                                               "cifar100": 100}.get(dataset)
+    if dataset_classes is not None and dataset_classes != num_classes:
+        raise ValueError(f"--dataset {dataset} has {dataset_classes} classes; the model has "
+                         f"{num_classes}. Give the data set the model was trained on, or "
+                         "--dataset none.")
+
+
 def main(argv):
     del argv
     from absl import logging
 
     from byot_keras.export import export_tflite
-    from byot_keras.export.tflite import CALIBRATED
+    from byot_keras.export.tflite import CALIBRATED, check_quantizations
+    from byot_keras.folders import require_folder_path
 
     logging.set_verbosity(logging.WARNING)  # SavedModel/converter INFO lines per file
 
+    # Flags first: nothing is loaded or converted for a request that cannot work.
+    quantizations = check_quantizations(FLAGS.quantizations, flag="--quantizations")
+    calibrated = [q for q in quantizations if q in CALIBRATED]
+    if calibrated and FLAGS.dataset == "none":
+        raise app.UsageError(f"--quantizations {','.join(calibrated)} needs calibration "
+                             "data: pass --dataset digits|cifar10|cifar100.")
+    exits = parse_exits(FLAGS.exits)
+    if FLAGS.output_dir:
+        require_folder_path(FLAGS.output_dir)
     model = load_trained_model(FLAGS.model_file, FLAGS.model, FLAGS.weights_file,
                                **({"num_classes": FLAGS.num_classes,
                                    "width_multiplier": FLAGS.width_multiplier}
                                   if FLAGS.model else {}))
-    calibrated = [q for q in FLAGS.quantizations if q in CALIBRATED]
-    if calibrated and FLAGS.dataset == "none":
-        raise app.UsageError(f"--quantizations {','.join(calibrated)} needs calibration "
-                             "data: pass --dataset digits|cifar10|cifar100.")
     representative, eval_data, normalization, labels = load_export_data(
         FLAGS.dataset, FLAGS.data_dir, FLAGS.calibration_examples, FLAGS.eval_examples)
+    check_dataset_classes(FLAGS.dataset, eval_data, labels, model.num_classes)
     output_dir = FLAGS.output_dir or os.path.join("tflite", model.name)
     manifest = export_tflite(
-        model, output_dir, quantizations=FLAGS.quantizations, int8_io=FLAGS.int8_io,
+        model, output_dir, quantizations=quantizations, int8_io=FLAGS.int8_io,
         representative_data=representative, eval_data=eval_data, labels=labels,
         normalization=normalization, cascade=FLAGS.cascade,
-        multi_signature=FLAGS.multi_signature, exits=[int(k) for k in FLAGS.exits] or None,
+        multi_signature=FLAGS.multi_signature, exits=exits,
         max_calibration_examples=FLAGS.calibration_examples,
         int8_float_classifier=FLAGS.int8_float_classifier, int8_equalize=FLAGS.int8_equalize,
-        int8_trunk=FLAGS.int8_trunk,
+        int8_trunk=FLAGS.int8_trunk, allow_other_files=FLAGS.allow_other_files,
     )
     print(f"wrote {output_dir}:")
     for entry in manifest["exits"]:
@@ -105,7 +134,10 @@ def _define_flags():
     flags.DEFINE_string("weights_file", None, "Weights (.weights.h5) for --model.")
     flags.DEFINE_integer("num_classes", 10, "Classes of --model.")
     flags.DEFINE_float("width_multiplier", 1.0, "Width of --model.")
-    flags.DEFINE_string("output_dir", None, "Export folder (default tflite/<model name>).")
+    flags.DEFINE_string("output_dir", None, "Export folder (default tflite/<model name>). "
+                        "An export replaces only what an earlier export wrote there.")
+    flags.DEFINE_bool("allow_other_files", False, "Export into an --output_dir that holds "
+                      "files no export wrote (they are kept, never overwritten).")
     flags.DEFINE_list("quantizations", ["float32"],
                       "Any of float32, float16, dynamic_int8, int8 (full integer) and the "
                       "experimental int16x8 (int16 activations: closest to float, slow on "
@@ -115,8 +147,9 @@ def _define_flags():
                       "Data for int8 calibration (train split) and accuracy (test split).")
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir for cifar10/100.")
     flags.DEFINE_integer("calibration_examples", 200,
-                         "Training images for int8 / int16x8 calibration.")
-    flags.DEFINE_integer("eval_examples", 1000, "Test images for the manifest's accuracy.")
+                         "Training images for int8 / int16x8 calibration.", lower_bound=1)
+    flags.DEFINE_integer("eval_examples", 1000, "Test images for the manifest's accuracy.",
+                         lower_bound=1)
     flags.DEFINE_list("exits", [], "Exits that get their own file (default all).")
     flags.DEFINE_bool("cascade", None, "Also write the cascade segments (default: yes, "
                       "unless the model's exits are side-by-side branches: method 'one').")
@@ -132,8 +165,9 @@ def _define_flags():
 
 def run():
     """Console-script entry point (`byot-export`)."""
-    _define_flags()
-    app.run(main)
+    from byot_keras import commands
+
+    commands.run("byot-export", __doc__, _define_flags, main, errors=(RuntimeError,))
 
 
 if __name__ == "__main__":

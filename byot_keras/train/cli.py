@@ -17,7 +17,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -150,7 +150,8 @@ def define_flags(flag_values=FLAGS):
     define.DEFINE_list("devices", d.devices, "Devices for --strategy mirrored (default all GPUs).")
     define.DEFINE_string("tpu", d.tpu, "TPU name or address for --strategy tpu.")
     define.DEFINE_string("output_dir", d.output_dir, "Run folder: checkpoints, logs, report.")
-    define.DEFINE_bool("overwrite", d.overwrite, "Delete a different run found in --output_dir.")
+    define.DEFINE_bool("overwrite", d.overwrite, "Use an --output_dir that holds a different "
+                      "run (its run files are deleted) or other files (they are kept).")
     define.DEFINE_enum("verbose", d.verbose, ["auto", "0", "1", "2"], "Keras verbosity (auto: a "
                       "progress bar on a terminal, one line per epoch otherwise).")
     define.DEFINE_float("baseline_accuracy", d.baseline_accuracy, "Accuracy (0-1) of the "
@@ -171,8 +172,9 @@ class _Definer:
 
 def run():
     """Console-script entry point (`byot-train`)."""
-    define_flags()
-    app.run(main)
+    from byot_keras import commands
+
+    commands.run("byot-train", __doc__, define_flags, main)
 
 
 if __name__ == "__main__":
