@@ -272,7 +272,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_cskd_runs_on_class_pairs_from_the_pipeline(tmp_path):
     """`--method cskd` makes the trainer feed class-paired batches (the loss refuses any
     other), `--batch_size` pairs per step, the usual steps per epoch."""
-    config = make_config(**{**SMALL, "method": "cskd", "epochs": 1,
+    config = make_config(**{**SMALL, "method": "cskd", "epochs": 1, "lr_milestones": [],
                             "output_dir": str(tmp_path)})
     report = train(config, model_fn=functools.partial(toy_multi_exit, method="cskd"))
     assert report["training"]["steps_per_epoch"] == 256 // 32
@@ -287,7 +287,8 @@ def test_cifar10_run_reports_what_an_independent_evaluation_measures(tmp_path, c
     from byot_keras.train.evaluate import evaluate_model_file
 
     config = make_config(**{**SMALL, **ZOO_SMALL, "dataset": "cifar10", "data_dir": cifar10_dir,
-                            "epochs": 1, "batch_size": 64, "test_examples": 200,
+                            "epochs": 1, "lr_milestones": [], "batch_size": 64,
+                            "test_examples": 200,
                             "validation_freq": 100, "deterministic": False,
                             "augment": ["pad_crop", "flip", "cutout"],
                             "baseline_accuracy": 0.5, "output_dir": str(tmp_path)})

@@ -97,9 +97,9 @@ class TrainConfig:
         return self
 
     def milestone_epochs(self) -> list[int]:
-        """The step schedule's milestones as sorted epochs in (0, epochs). An epoch or a
-        fraction outside the run is refused; an offset from the end that falls before
-        the start (a preset's "-10" in a 5-epoch run) is dropped."""
+        """The step schedule's milestones as sorted epochs in (0, epochs). An epoch beyond
+        the run or a fraction outside (0, 1) is refused; an offset from the end that falls
+        before the start (a preset's "-10" in a 5-epoch run) is dropped."""
         epochs = set()
         for entry in self.lr_milestones:
             text = str(entry).strip()
@@ -110,7 +110,7 @@ class TrainConfig:
                     inside = 0 < fraction < 1
                 else:
                     value = int(text)
-                    inside = value < 0 or 0 < value < self.epochs
+                    inside = value < 0 or 0 < value <= self.epochs  # = epochs: no effect
                     value = self.epochs + value if value < 0 else value
             except (ValueError, ZeroDivisionError) as error:
                 raise ValueError(f"lr_milestones entry '{entry}' is not an epoch: use an "
@@ -118,7 +118,7 @@ class TrainConfig:
                                  "from the end ('-10').") from error
             if not inside:
                 raise ValueError(f"lr_milestones entry '{entry}' lies outside the run of "
-                                 f"{self.epochs} epochs: give epochs 1..{self.epochs - 1}, "
+                                 f"{self.epochs} epochs: give epochs 1..{self.epochs}, "
                                  "fractions between 0 and 1, or offsets from the end.")
             if 0 < value < self.epochs:
                 epochs.add(value)
