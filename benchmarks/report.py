@@ -381,7 +381,7 @@ def _mean_std(entry: dict | None) -> str:
 def _published(accuracy: dict) -> list[str]:
     """The papers' CIFAR-100 numbers for the same networks, for scale only."""
     try:
-        from byot_keras.zoo.cards import PUBLISHED
+        from byot_keras.published import PUBLISHED
     except ImportError:
         return []
     models = {key.split(" ")[0] for key in accuracy["results"]}
@@ -546,7 +546,7 @@ def _readme_accuracy(results: dict) -> list[str]:
 def _published_by_model() -> dict:
     """(zoo name, method) -> the comparable published CIFAR-100 result."""
     try:
-        from byot_keras.zoo.cards import BASELINE, PUBLISHED
+        from byot_keras.published import BASELINE, PUBLISHED
     except ImportError:
         return {}
     methods = {"BYOT": "byot", BASELINE: "ce"}

@@ -32,6 +32,7 @@ from pathlib import Path
 import keras
 
 from byot_keras import zoo
+from byot_keras.published import BASELINE, PUBLISHED, PublishedResult  # noqa: F401
 from byot_keras.saving import write_text_atomically
 
 FACTS_VERSION = 1
@@ -74,77 +75,6 @@ FAMILY_TITLES = {
     "vgg": "VGG (batch norm)",
     "wide_resnet": "WideResNet",
 }
-
-
-# ---------------------------------------------------------------------------------------
-# Published CIFAR-100 top-1 accuracy (%), as printed in the papers.
-
-BYOT_PAPER = ('Zhang et al., "Be Your Own Teacher: Improve the Performance of Convolutional '
-              'Neural Networks via Self Distillation", ICCV 2019, arXiv 1905.08094, '
-              "CIFAR-100 results table")
-
-
-@dataclass(frozen=True)
-class PublishedResult:
-    """One published CIFAR-100 result, shown on the card of `model`.
-
-    `classifiers` are the paper's per-classifier top-1 (%), shallow to deep (one value for
-    a single-classifier method); `comparable` is True only when the paper's network and
-    exits are ours (classifier k is `exit_k`); otherwise `note` says what differs.
-    """
-
-    model: str
-    network: str
-    method: str
-    source: str
-    baseline: float | None
-    classifiers: tuple[float, ...]
-    ensemble: float | None
-    comparable: bool
-    note: str
-
-
-BASELINE = "baseline (cross-entropy only)"
-_RESNET_NOTE = ("the official BYOT code's CIFAR ResNet (3x3 stride-1 stem, no max-pool), "
-                "one classifier per stage: the paper's classifier k/4 is `exit_k`. The "
-                "official code trained 250 epochs with AutoAugment and Cutout.")
-_RESNET_BASELINE_NOTE = ("the paper's baseline column: the same CIFAR ResNet, one classifier, "
-                         "trained with cross-entropy only.")
-_VGG_NOTE = ("the paper reports 4 classifiers on VGG19 where `vgg19_byot` has 5 exits (one "
-             "per pooling block); where the paper's classifiers sit, and which VGG classifier "
-             "(global pooling + Dense as ours at 32 px, or three Dense layers) it used, is not "
-             "confirmed, so the numbers do not map onto our exits one to one.")
-_WRN_NOTE = ("44 is not a WRN depth (6n + 4) and the paper does not define its network (see "
-             "`wrn44_8_byot`'s docstring for the reading we build); the paper reports 4 "
-             "classifiers where `wrn44_8_byot` has 3 exits (one per group).")
-
-
-def _byot_rows(network: str, name: str, baseline: float, classifiers: tuple, ensemble: float,
-               comparable: bool, note: str, baseline_note: str) -> tuple[PublishedResult, ...]:
-    """One row of the BYOT table: its BYOT numbers on `<name>_byot` and its baseline
-    (the plain network) on the single-exit `<name>`."""
-    return (
-        PublishedResult(f"{name}_byot", network, "BYOT", BYOT_PAPER, baseline, classifiers,
-                        ensemble, comparable, note),
-        PublishedResult(name, network, BASELINE, BYOT_PAPER, None, (baseline,), None,
-                        comparable, baseline_note),
-    )
-
-
-PUBLISHED: tuple[PublishedResult, ...] = (
-    *_byot_rows("ResNet18", "resnet18", 77.09, (67.85, 74.57, 78.23, 78.64), 79.67,
-                True, _RESNET_NOTE, _RESNET_BASELINE_NOTE),
-    *_byot_rows("ResNet50", "resnet50", 77.68, (68.23, 74.21, 75.23, 80.56), 81.04,
-                True, _RESNET_NOTE, _RESNET_BASELINE_NOTE),
-    *_byot_rows("ResNet101", "resnet101", 77.98, (69.45, 77.29, 81.17, 81.23), 82.03,
-                True, _RESNET_NOTE, _RESNET_BASELINE_NOTE),
-    *_byot_rows("ResNet152", "resnet152", 79.21, (68.84, 78.72, 81.43, 81.61), 82.29,
-                True, _RESNET_NOTE, _RESNET_BASELINE_NOTE),
-    *_byot_rows("VGG19 (BN)", "vgg19", 64.47, (63.59, 67.04, 68.03, 67.73), 68.54,
-                False, _VGG_NOTE, _VGG_NOTE),
-    *_byot_rows("WideResNet44-8", "wrn44_8", 79.93, (72.54, 81.15, 81.96, 82.09), 82.61,
-                False, _WRN_NOTE, _WRN_NOTE),
-)
 
 
 # ---------------------------------------------------------------------------------------
@@ -469,7 +399,7 @@ def _published_section(name: str) -> list[str]:
     lines = ["## Published CIFAR-100 top-1 (%)", ""]
     if not rows:
         return lines + ["No published CIFAR-100 result for this exact architecture is "
-                        "recorded (`PUBLISHED` in `byot_keras/zoo/cards.py`).", ""]
+                        "recorded (`PUBLISHED` in `byot_keras/published.py`).", ""]
     same = [row for row in rows if row.comparable]
     related = [row for row in rows if not row.comparable]
     if same:
@@ -611,7 +541,7 @@ our measured top-1 with the command that produced it.
     {GENERATOR_COMMAND} --reuse_facts   # re-renders; builds only models new to facts.json
 
 The cards are rendered from `{FACTS_FILE}` (facts of the built models, cached because
-building all of them takes minutes), `PUBLISHED` in `byot_keras/zoo/cards.py` (each row
+building all of them takes minutes), `PUBLISHED` in `byot_keras/published.py` (each row
 cites its paper) and `{MEASUREMENTS_FILE}`. `tests/test_model_cards.py` fails when a card
 differs from a fresh rendering, when a registered model has no card, or when the cached
 facts of the models it rebuilds differ from the real ones (a sample each run;
