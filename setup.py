@@ -50,6 +50,7 @@ setup(
             "byot-export=byot_keras.export.cli:run",
             "byot-train=byot_keras.train.cli:run",
             "byot-eval=byot_keras.train.evaluate:run",
+            "byot-reproduce=byot_keras.train.reproduce:run",
             "byot-qat=byot_keras.compress.cli:run_qat",
             "byot-prune=byot_keras.compress.cli:run_prune",
         ],

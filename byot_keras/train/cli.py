@@ -97,7 +97,7 @@ def define_flags(flag_values=FLAGS):
     import: absl flags are global, and two commands imported into one process (e.g. by
     tests) would clash; tests pass their own `absl.flags.FlagValues()`."""
     from byot_keras.data.pipeline import AUGMENTATIONS, DATASETS
-    from byot_keras.train.config import LR_SCHEDULES, STRATEGIES, TrainConfig
+    from byot_keras.train.config import LR_SCHEDULES, PRECISIONS, STRATEGIES, TrainConfig
     from byot_keras.train.presets import list_presets
 
     d = TrainConfig()
@@ -145,6 +145,9 @@ def define_flags(flag_values=FLAGS):
     define.DEFINE_integer("seed", d.seed, "Seed for weights, shuffling and augmentation.")
     define.DEFINE_bool("deterministic", d.deterministic, "Deterministic TensorFlow ops (slower; "
                       "a resumed run then ends with the uninterrupted run's weights).")
+    define.DEFINE_enum("precision", d.precision, list(PRECISIONS), "Compute precision: "
+                      "mixed_float16 on GPUs, mixed_bfloat16 on TPUs and bfloat16 CPUs "
+                      "(variables and the loss stay float32).")
     define.DEFINE_enum("strategy", d.strategy, list(STRATEGIES), "tf.distribute strategy "
                       "(multiworker reads TF_CONFIG).")
     define.DEFINE_list("devices", d.devices, "Devices for --strategy mirrored (default all GPUs).")

@@ -15,6 +15,9 @@ from byot_keras.data.pipeline import DATASETS, check_augmentations
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 LR_SCHEDULES = ("step", "cosine", "constant")
+# Keras dtype policies: "mixed_float16" for GPUs, "mixed_bfloat16" for TPUs and CPUs with
+# bfloat16 units. Variables and the loss stay float32 (byot_keras.training).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Fields that may differ between the interrupted and the resumed invocation: they do not
 # change what is computed.
 RESUMABLE_DIFFERENCES = ("verbose", "overwrite", "baseline_accuracy", "baseline_name")
@@ -60,6 +63,7 @@ class TrainConfig:
     validation_freq: int = 1
     seed: int = 0
     deterministic: bool = False
+    precision: str = "float32"
     strategy: str = "default"
     devices: list = dataclasses.field(default_factory=list)
     tpu: str | None = None
@@ -77,6 +81,8 @@ class TrainConfig:
         _require(self.strategy in STRATEGIES, "strategy", self.strategy, f"one of {STRATEGIES}")
         _require(self.lr_schedule in LR_SCHEDULES, "lr_schedule", self.lr_schedule,
                  f"one of {LR_SCHEDULES}")
+        _require(self.precision in PRECISIONS, "precision", self.precision,
+                 f"one of {PRECISIONS}")
         for name in ("epochs", "batch_size", "eval_batch_size", "validation_freq"):
             _require(int(getattr(self, name)) >= 1, name, getattr(self, name), ">= 1")
         _require(self.lr > 0, "lr", self.lr, "> 0")
@@ -136,8 +142,12 @@ class TrainConfig:
         return cls(**values)
 
     def differences(self, other: dict) -> dict:
-        """{key: (other's value, this value)} for the result-relevant keys that differ."""
+        """{key: (other's value, this value)} for the result-relevant keys that differ. A
+        key missing from `other` (a run saved before the setting existed) counts as its
+        default, so older runs still resume."""
         mine = self.to_dict()
+        defaults = TrainConfig().to_dict()
+        other = {**{k: v for k, v in defaults.items() if k not in other}, **other}
         keys = (set(mine) | set(other)) - set(RESUMABLE_DIFFERENCES)
         return {k: (other.get(k), mine.get(k)) for k in sorted(keys) if other.get(k) != mine.get(k)}
 

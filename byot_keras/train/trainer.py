@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -388,7 +389,7 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
         verify_images=config.verify_images)
     steps = pipeline.steps_per_epoch(source.num_train, config.batch_size)
 
-    with strategy.scope():
+    with strategy.scope(), dtype_policy(config.precision):
         if model_fn is None:
             model = build_model(config, source.num_classes, source.image_shape)
         else:
@@ -447,6 +448,19 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
     state = _read_state(checkpoint_dir)
     return finish(model, config, source, eval_data, run_dir, strategy, state,
                   multiworker=multiworker)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Builds the model under Keras' dtype policy `name` ("float32", "mixed_float16",
+    "mixed_bfloat16"); the global policy is restored afterwards. A mixed_float16 model's
+    optimizer is wrapped in a LossScaleOptimizer by `compile`."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _work_around_keras_multiworker_bugs(model: keras.Model) -> None:
@@ -532,6 +546,8 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
     # exits are side-by-side branches, not a chain an image could leave early.
     branches = method_trait(model, "BRANCH_ENSEMBLE")
     evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker and not branches)
+    if hasattr(model, "input_normalization"):  # saved with it: exports build it in
+        model.input_normalization = source.normalization
     model_file = save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     training = {
         "epochs_completed": int(state.get("epoch", 0)),
