@@ -7,6 +7,7 @@ at the answering exit instead.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,8 +47,29 @@ def _as_exit_list(exit_logits) -> list[np.ndarray]:
 
 def check_threshold(threshold: float) -> None:
     """Raises a ValueError unless `threshold` is a probability in [0, 1]."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}.")
+    if isinstance(threshold, bool | np.bool_) or not isinstance(threshold, numbers.Real) or (
+            not 0.0 <= threshold <= 1.0):
+        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}.")
+
+
+def check_multi_exit_model(model) -> None:
+    """Raises a ValueError unless `model` has exits: a zoo model (`exit_names`), or a
+    model whose output is a dict with `exit_k` keys or a list of logits, one per exit."""
+    if getattr(model, "exit_names", None):
+        return
+    try:
+        output = model.output
+    except (AttributeError, ValueError):  # not a model, or a subclassed one never called
+        output = None
+    if isinstance(output, Mapping) and any(key.startswith("exit_") for key in output):
+        return
+    if isinstance(output, list | tuple) and output:
+        return
+    raise ValueError(
+        "early_exit_predict needs a multi-exit model (a byot_keras.zoo model, or one whose "
+        "outputs are a dict with exit_1..exit_N logits); got "
+        f"{getattr(model, 'name', type(model).__name__)!r}, which has no exits. For a "
+        "single-output model use model.predict.")
 
 
 def early_exit_from_logits(exit_logits: Mapping | Sequence, threshold: float
@@ -77,7 +99,8 @@ def early_exit_from_logits(exit_logits: Mapping | Sequence, threshold: float
 
 def early_exit_predict(model, x, threshold: float = 0.9, batch_size: int | None = None
                        ) -> EarlyExitResult:
-    """`early_exit_from_logits` on `model.predict(x)`.
+    """`early_exit_from_logits` on `model.predict(x)`. `model` must have exits (a zoo
+    model); an empty batch gives empty results.
 
     Example:
         >>> from byot_keras import zoo
@@ -87,6 +110,11 @@ def early_exit_predict(model, x, threshold: float = 0.9, batch_size: int | None 
         (2,)
     """
     check_threshold(threshold)
+    check_multi_exit_model(model)
+    if getattr(x, "shape", None) is not None and len(x.shape) > 0 and x.shape[0] == 0:
+        # Keras' predict fails on no data; nothing in, nothing out.
+        return EarlyExitResult(predictions=np.zeros(0, np.int64), exits=np.zeros(0, np.int64),
+                               confidences=np.zeros(0, np.float64))
     return early_exit_from_logits(model.predict(x, batch_size=batch_size, verbose=0),
                                   threshold)
 

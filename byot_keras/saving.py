@@ -1,12 +1,83 @@
-"""Saving that never leaves a half-written file where a good one used to be."""
+"""Saving that never leaves a half-written file where a good one used to be, and
+loading that says which file is missing or damaged instead of Keras' "File not found"
+for a file that exists."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import keras
+
+#: What `model.save` writes into every .keras archive.
+KERAS_ARCHIVE_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
+_HOW_TO_FIX = ("Save the model again (model.save(path), or "
+               "byot_keras.saving.save_model_atomically, which never leaves a half-written "
+               "file), or copy the file again from where it was trained.")
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """Raises unless `path` is a readable .keras archive: FileNotFoundError if nothing is
+    there, ValueError naming the path if it is a folder, not a .keras file, or damaged
+    (truncated or not a zip archive, or missing the archive's parts). Returns the path.
+
+    Example:
+        >>> check_model_file("/tmp/no_such_model.keras")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: No model file at '/tmp/no_such_model.keras'.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No model file at '{path}'.")
+    if path.is_dir():
+        raise ValueError(f"'{path}' is a folder, not a .keras model file.")
+    if path.suffix != ".keras":
+        raise ValueError(f"'{path}' is not a .keras model file: models are saved and loaded "
+                         "in the .keras format.")
+    if not zipfile.is_zipfile(path):  # no end-of-archive record: cut short, or not a zip
+        raise ValueError(f"The model file '{path}' is damaged: it is truncated or not a "
+                         f".keras archive ({path.stat().st_size} bytes, not a zip archive). "
+                         f"{_HOW_TO_FIX}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [m for m in KERAS_ARCHIVE_MEMBERS if m not in archive.namelist()]
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ValueError(f"The model file '{path}' is damaged: it is truncated or not a "
+                         f".keras archive ({error}). {_HOW_TO_FIX}") from error
+    if missing:
+        raise ValueError(f"The model file '{path}' is damaged: it is a zip archive but not a "
+                         f".keras archive (missing {', '.join(missing)}). {_HOW_TO_FIX}")
+    return path
+
+
+def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
+    """`keras.saving.load_model(path, **kwargs)` after :func:`check_model_file`; an error
+    while reading the archive (e.g. a corrupted member) becomes a ValueError that names
+    the path and says the file is damaged or was written by an incompatible version.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> save_model_atomically(zoo.resnet18_byot(num_classes=10, width_multiplier=0.125),
+        ...                       "/tmp/doc_example.keras")
+        '/tmp/doc_example.keras'
+        >>> load_model("/tmp/doc_example.keras").exit_names
+        ['exit_1', 'exit_2', 'exit_3', 'exit_4']
+    """
+    path = check_model_file(path)
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except (zipfile.BadZipFile, EOFError, OSError) as error:  # the bytes are bad
+        raise ValueError(
+            f"The model file '{path}' is damaged (truncated or not a .keras archive): "
+            f"{type(error).__name__}: {error}. {_HOW_TO_FIX}") from error
+    except (ValueError, KeyError, TypeError) as error:  # the bytes read, the model did not
+        raise ValueError(
+            f"Could not load the model file '{path}': {type(error).__name__}: {error}. The "
+            "file is damaged (truncated or not a .keras archive) or was written by an "
+            f"incompatible version of byot_keras / Keras. {_HOW_TO_FIX}") from error
 
 
 def save_model_atomically(model: keras.Model, path: str) -> str:
@@ -54,7 +125,7 @@ def write_text_atomically(path: str, text: str) -> str:
     the new one, never half of it.
 
     Example:
-        >>> write_text_atomically("/tmp/doc_note.txt", "hi\n")
+        >>> write_text_atomically("/tmp/doc_note.txt", "hi")
         '/tmp/doc_note.txt'
     """
     return replace_atomically(path, lambda temporary: Path(temporary).write_text(text))

@@ -18,11 +18,15 @@ import keras
 from keras import ops
 
 from byot_keras.losses.core import (
+    EPOCHS,
+    WEIGHT,
+    WEIGHT_LIST,
     Objective,
     batch_mean,
     cross_entropy,
     distillation,
     linear_ramp,
+    optional,
     zero_like,
 )
 
@@ -83,6 +87,7 @@ class DeepSupervisionLoss(Objective):
     method = "deep_supervision"
     TERMS = ("ce",)
     PRESETS = {"default": dict(shallow_ce_weight=1.0, deepest_ce_weight=1.0)}
+    OPTION_KINDS = {"shallow_ce_weight": WEIGHT, "deepest_ce_weight": WEIGHT}
 
     def compute(self, labels, logits, features, *, sample_weight, distill, cross_replica_sum,
                 epoch, total_epochs) -> dict:
@@ -118,6 +123,11 @@ class SDNLoss(Objective):
     TERMS = ("ce",)
     PRESETS = {"default": dict(final_weights=None, start_weight=0.01, ramp_epochs=None,
                                total_epochs=None, deepest_ce_weight=1.0)}
+    OPTION_KINDS = {
+        "final_weights": optional(WEIGHT_LIST, "the paper's 0.9 * i / (N - 1)"),
+        "start_weight": WEIGHT, "ramp_epochs": EPOCHS, "total_epochs": EPOCHS,
+        "deepest_ce_weight": WEIGHT,
+    }
 
     def validate(self, num_exits: int) -> None:
         self._final(num_exits)

@@ -21,8 +21,12 @@ import keras
 from keras import ops
 
 from byot_keras.losses.core import (
+    EXIT_CHOICE,
     FEATURE_REDUCTIONS,
+    FLAG,
     KD_FORMS,
+    POSITIVE,
+    WEIGHT,
     Objective,
     batch_mean,
     cross_entropy,
@@ -154,6 +158,11 @@ class BYOTLoss(Objective):
     PRESETS = PRESETS
     TERMS = TERMS
     CHOICES = {"kd_form": KD_FORMS, "feature_reduction": FEATURE_REDUCTIONS}
+    OPTION_KINDS = {
+        "shallow_ce_weight": WEIGHT, "deepest_ce_weight": WEIGHT, "kd_weight": WEIGHT,
+        "temperature": POSITIVE, "kd_temperature_squared": FLAG, "kd_exits": EXIT_CHOICE,
+        "feature_weight": WEIGHT, "feature_exits": EXIT_CHOICE, "adaptation": FLAG,
+    }
 
     @property
     def adaptation(self) -> bool:

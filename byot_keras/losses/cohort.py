@@ -23,11 +23,15 @@ import keras
 from keras import ops
 
 from byot_keras.losses.core import (
+    FLAG,
+    POSITIVE,
+    WEIGHT,
     Objective,
     batch_mean,
     check_temperature,
     cross_entropy,
     distillation,
+    integer_at_least,
     zero_like,
 )
 
@@ -160,6 +164,11 @@ class MultistructureLoss(CohortObjective):
     method = "multistructure"
     TERMS = ("ce", "kd")
     CHOICES = {"aggregate": AGGREGATES, "schedule": SCHEDULES}
+    OPTION_KINDS = {
+        "on_epochs": integer_at_least(1), "off_epochs": integer_at_least(0),
+        "start_weight": WEIGHT, "weight_step": WEIGHT, "max_weight": WEIGHT,
+        "temperature": POSITIVE, "exclude_self": FLAG,
+    }
     PRESETS = {
         "discontinuous": dict(schedule="discontinuous", on_epochs=10, off_epochs=5,
                               start_weight=0.25, weight_step=0.25, max_weight=1.0,
@@ -204,6 +213,7 @@ class DMLLoss(CohortObjective):
     method = "dml"
     TERMS = ("ce", "kd")
     PRESETS = {"default": dict(temperature=1.0)}
+    OPTION_KINDS = {"temperature": POSITIVE}
 
     def compute(self, labels, logits, features, *, sample_weight, distill, cross_replica_sum,
                 epoch, total_epochs) -> dict:

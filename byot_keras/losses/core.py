@@ -11,9 +11,12 @@ byot_keras.training).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 from keras import ops
 
 KD_FORMS = ("soft_ce", "kl")
@@ -26,6 +29,11 @@ FEATURE_REDUCTIONS = ("frobenius", "squared_sum", "mean_squared")
 def sparse_labels(labels, num_classes: int):
     """Integer class ids of shape (batch,) from sparse (batch,)/(batch, 1) or one-hot
     (batch, num_classes) labels; anything else raises a ValueError."""
+    if getattr(labels.shape, "rank", 0) is None:  # a tf.TensorShape of unknown rank
+        raise ValueError(
+            "Labels of unknown rank cannot be read: give labels with a static shape, "
+            f"(batch,), (batch, 1) or (batch, {num_classes})."
+        )
     shape = tuple(labels.shape)
     if len(shape) == 2 and shape[-1] == num_classes and num_classes > 1:
         return ops.argmax(labels, axis=-1)
@@ -75,9 +83,7 @@ def distillation(student_logits, teacher_logits, temperature: float, form: str =
 
 
 def check_temperature(temperature) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or (
-            temperature <= 0):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}.")
+    POSITIVE.check("temperature", temperature)
 
 
 def feature_distance(student, teacher, reduction: str = "frobenius",
@@ -139,21 +145,123 @@ def linear_ramp(epoch, ramp_epochs, final: float, start: float = 0.0):
     return ops.minimum(value, final)
 
 
+# ---------------------------------------------------------------------- option kinds
+
+
+def is_number(value) -> bool:
+    """A real number (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def is_integer(value) -> bool:
+    """An integer (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _items(value) -> list | None:
+    """The items of a list, tuple, range, set or 1-D array; None for anything else,
+    strings included (`exits="13"` would otherwise read as [1, 3])."""
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.ndim == 1 else None
+    if isinstance(value, set | frozenset):
+        try:
+            return sorted(value)
+        except TypeError:  # mixed types: the caller's item check refuses them
+            return list(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    return None
+
+
+def is_integer_list(value) -> bool:
+    """A list, tuple, range, set or 1-D array of integers."""
+    items = _items(value)
+    return items is not None and all(is_integer(v) for v in items)
+
+
+class UnknownOptionError(ValueError):
+    """An option name the method does not have (the zoo's builders then also list their
+    own keywords, since a misspelt one lands here)."""
+
+
+@dataclass(frozen=True)
+class OptionKind:
+    """The values an option accepts: `accepts(value)`, and `valid`, the words that say
+    which ("a number >= 0"). One kind serves every option of that sort, so each method's
+    and builder's options are checked the same way, before any work starts."""
+
+    valid: str
+    accepts: Callable[[object], bool]
+
+    def check(self, option: str, value, owner: str = "") -> None:
+        """Raises a ValueError naming `owner` (e.g. "byot option"), the option, the bad
+        value and what is valid; wrong types raise the same ValueError."""
+        if self.accepts(value):
+            return
+        valid = self.valid
+        if is_number(value) and not math.isfinite(value) and valid.startswith("a number"):
+            valid = "a finite number" + valid[len("a number"):]
+        prefix = f"Invalid {owner}: " if owner else ""
+        raise ValueError(f"{prefix}{option} must be {valid}, got {value!r}.")
+
+
+def number_at_least(low: float, *, strict: bool = False) -> OptionKind:
+    """Finite numbers >= `low` (> `low` with `strict`)."""
+    return OptionKind(
+        f"a number {'>' if strict else '>='} {low:g}",
+        lambda v: is_number(v) and math.isfinite(v) and (v > low if strict else v >= low))
+
+
+def number_in(low: float, high: float, *, open_low: bool = False, open_high: bool = False
+              ) -> OptionKind:
+    """Numbers in an interval, written as `[low, high]`, `(low, high]`, ..."""
+    def accepts(v) -> bool:
+        return is_number(v) and (v > low if open_low else v >= low) and (
+            v < high if open_high else v <= high)
+
+    return OptionKind(f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}",
+                      accepts)
+
+
+def integer_at_least(low: int) -> OptionKind:
+    return OptionKind(f"an integer >= {low}", lambda v: is_integer(v) and v >= low)
+
+
+def optional(kind: OptionKind, meaning: str = "") -> OptionKind:
+    """`kind` or None; `meaning` says what None stands for."""
+    return OptionKind(f"None{f' ({meaning})' if meaning else ''} or {kind.valid}",
+                      lambda v: v is None or kind.accepts(v))
+
+
+#: Loss weights: a negative weight would reward the error it weighs.
+WEIGHT = number_at_least(0)
+#: Mixing coefficients (`x` and `1 - x` are both weights).
+FRACTION = number_in(0, 1)
+POSITIVE = number_at_least(0, strict=True)
+FLAG = OptionKind("True or False", lambda v: isinstance(v, bool | np.bool_))
+#: Which exits a term applies to.
+EXIT_CHOICE = OptionKind(
+    "'all', 'all_but_last' or a list of exit numbers (integers)",
+    lambda v: (isinstance(v, str) and v in ("all", "all_but_last")) or is_integer_list(v))
+WEIGHT_LIST = OptionKind(
+    "a list of numbers >= 0",
+    lambda v: _items(v) is not None and all(WEIGHT.accepts(w) for w in _items(v)))
+#: A run length in epochs, None meaning fit's `epochs`.
+EPOCHS = optional(POSITIVE, "fit's epochs")
+
+
 # ------------------------------------------------------------------------- objectives
 
 
 def resolve_exit_choice(choice, candidates: Sequence[int], option: str) -> list[int]:
     """'all', 'all_but_last' or an explicit list, checked against `candidates`."""
     candidates = list(candidates)
-    if choice == "all":
+    if isinstance(choice, str) and choice == "all":
         return candidates
-    if choice == "all_but_last":
+    if isinstance(choice, str) and choice == "all_but_last":
         return candidates[:-1]
-    if isinstance(choice, str):
-        raise ValueError(
-            f"{option}='{choice}' is invalid: use 'all', 'all_but_last' or a list of exits."
-        )
-    chosen = [int(e) for e in choice]
+    EXIT_CHOICE.check(option, choice)
+    chosen = [int(e) for e in _items(choice)]
     if any(e not in candidates for e in chosen):
         raise ValueError(f"{option}={list(choice)} is invalid: valid exits are {candidates}.")
     return chosen
@@ -164,8 +272,12 @@ class Objective:
 
     A subclass sets `method` (its registry name), `PRESETS` (named option sets; the
     first is the default), `TERMS` (the names of the terms it returns besides "loss",
-    logged as `<term>_loss`) and implements :meth:`compute`. Options are validated on
-    construction; the object serializes as its preset plus overrides.
+    logged as `<term>_loss`), the kind of every option (`OPTION_KINDS`, or `CHOICES`
+    for fixed strings) and implements :meth:`compute`. Options are validated on
+    construction: an unknown option, preset or choice and a value of the wrong type or
+    range (a negative weight, `alpha` outside [0, 1], `kd_weight="a"`, `adaptation="no"`,
+    `kd_exits="13"`) raise a ValueError that names the option, the value and what is
+    valid. The object serializes as its preset plus overrides.
 
     Models call :meth:`terms` with the network's output dict (`exit_k` logits,
     `feature_k` features) and the training progress (`epoch`, `total_epochs`) that
@@ -179,6 +291,8 @@ class Objective:
     HEAD: ClassVar[str | None] = None
     #: Options that are choices among fixed strings: option -> valid values.
     CHOICES: ClassVar[dict[str, tuple]] = {}
+    #: Every other option's kind (WEIGHT, FRACTION, POSITIVE, FLAG, EXIT_CHOICE, ...).
+    OPTION_KINDS: ClassVar[dict[str, OptionKind]] = {}
     #: The zoo builds the plain network (no shallow exit) unless exits are asked for.
     PLAIN_NETWORK: ClassVar[bool] = False
     #: Training batches must be class pairs (CS-KD): the input pipelines build them.
@@ -186,7 +300,19 @@ class Objective:
     #: The zoo builds `branches` copies of the last stage and a gate (ONE), not exits.
     BRANCH_ENSEMBLE: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # An option without a kind would go unchecked: refuse the class, not the user.
+        undeclared = sorted({option for values in getattr(cls, "PRESETS", {}).values()
+                             for option in values} - set(cls.OPTION_KINDS) - set(cls.CHOICES))
+        if undeclared:
+            raise TypeError(f"{cls.__name__} declares no kind for option(s) {undeclared}: add "
+                            "them to OPTION_KINDS or CHOICES.")
+
     def __init__(self, preset: str | None = None, **overrides):
+        if preset is not None and not isinstance(preset, str):
+            raise ValueError(f"A {self.method} preset is a name ({', '.join(self.PRESETS)}); "
+                             f"got {preset!r}.")
         preset = preset or next(iter(self.PRESETS))
         if preset not in self.PRESETS:
             raise ValueError(
@@ -196,21 +322,21 @@ class Objective:
         unknown = sorted(set(overrides) - set(self.PRESETS[preset]))
         if unknown:
             valid = ", ".join(self.PRESETS[preset]) or f"none ({self.method} takes no options)"
-            raise ValueError(f"Unknown {self.method} option(s) {unknown}. Valid options: {valid}.")
+            raise UnknownOptionError(
+                f"Unknown {self.method} option(s) {unknown}. Valid options: {valid}.")
         self.preset = preset
         self.overrides = dict(overrides)
         self.config = {**self.PRESETS[preset], **overrides}
         for option, valid in self.CHOICES.items():
-            if self.config.get(option) not in valid:
+            value = self.config.get(option)
+            if not isinstance(value, str) or value not in valid:
                 raise ValueError(
-                    f"Unknown {option} '{self.config.get(option)}' for {self.method}. "
+                    f"Unknown {option} '{value}' for {self.method}. "
                     f"Valid: {', '.join(map(str, valid))}."
                 )
-        if "temperature" in self.config:
-            check_temperature(self.config["temperature"])
-        total = self.config.get("total_epochs")
-        if total is not None and total <= 0:
-            raise ValueError(f"total_epochs must be > 0 or None (fit's epochs), got {total}.")
+        for option, kind in self.OPTION_KINDS.items():
+            if option in self.config:
+                kind.check(option, self.config[option], f"{self.method} option")
 
     @classmethod
     def options(cls, preset: str | None = None) -> dict:

@@ -19,7 +19,16 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from byot_keras.losses.core import Objective, batch_mean, cross_entropy, distillation, zero_like
+from byot_keras.losses.core import (
+    FLAG,
+    POSITIVE,
+    WEIGHT,
+    Objective,
+    batch_mean,
+    cross_entropy,
+    distillation,
+    zero_like,
+)
 
 PAIRING_HELP = ("CS-KD trains on class-paired batches (x_1, x'_1, x_2, x'_2, ...) where each "
                 "x'_i has x_i's label: build them with byot_keras.data.pipeline.pair_by_class "
@@ -90,6 +99,7 @@ class CSKDLoss(Objective):
     method = "cskd"
     TERMS = ("ce", "kd")
     PRESETS = {"default": dict(temperature=4.0, kd_weight=1.0, kd_temperature_squared=True)}
+    OPTION_KINDS = {"temperature": POSITIVE, "kd_weight": WEIGHT, "kd_temperature_squared": FLAG}
     PLAIN_NETWORK = True
     PAIRED_BATCHES = True
 

@@ -18,6 +18,9 @@ import keras
 from keras import ops
 
 from byot_keras.losses.core import (
+    FLAG,
+    POSITIVE,
+    WEIGHT,
     Objective,
     batch_mean,
     cross_entropy,
@@ -123,6 +126,8 @@ class EEDLoss(Objective):
     TERMS = ("ce", "output", "feature")
     HEAD = "conv"
     CHOICES = {"output_form": OUTPUT_FORMS}
+    OPTION_KINDS = {"output_weight": WEIGHT, "kd_weight": WEIGHT, "temperature": POSITIVE,
+                    "feature_weight": WEIGHT, "feature_mask": FLAG}
     PRESETS = {
         "mse": dict(output_form="mse", output_weight=1.0, kd_weight=0.1, temperature=3.0,
                     feature_weight=1.0, feature_mask=True),

@@ -20,7 +20,12 @@ import keras
 from keras import ops
 
 from byot_keras.losses.core import (
+    EPOCHS,
     FEATURE_REDUCTIONS,
+    FLAG,
+    FRACTION,
+    POSITIVE,
+    WEIGHT,
     Objective,
     batch_mean,
     cosine_anneal,
@@ -131,6 +136,11 @@ class MSDLoss(Objective):
     TERMS = ("ce", "kd", "feature")
     HEAD = "blocks"
     CHOICES = {"feature_reduction": FEATURE_REDUCTIONS}
+    OPTION_KINDS = {
+        "alpha": FRACTION, "temperature": POSITIVE, "kd_temperature_squared": FLAG,
+        "detach_teacher": FLAG, "detach_feature_teacher": FLAG, "beta_begin": WEIGHT,
+        "beta_end": WEIGHT, "total_epochs": EPOCHS,
+    }
     PRESETS = {
         "default": dict(
             alpha=0.1, temperature=3.0, kd_temperature_squared=False, detach_teacher=True,

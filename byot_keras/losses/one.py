@@ -17,11 +17,15 @@ import keras
 from keras import ops
 
 from byot_keras.losses.core import (
+    POSITIVE,
+    WEIGHT,
     Objective,
     batch_mean,
     cross_entropy,
     distillation,
+    integer_at_least,
     linear_ramp,
+    optional,
     zero_like,
 )
 
@@ -75,16 +79,9 @@ class ONELoss(Objective):
     PRESETS = {"default": dict(branches=3, temperature=3.0, kd_weight=1.0, ramp="sigmoid",
                                ramp_epochs=80)}
     CHOICES = {"ramp": ("sigmoid", "linear")}
+    OPTION_KINDS = {"branches": integer_at_least(2), "temperature": POSITIVE,
+                    "kd_weight": WEIGHT, "ramp_epochs": optional(POSITIVE, "no ramp")}
     BRANCH_ENSEMBLE = True
-
-    def __init__(self, preset: str | None = None, **overrides):
-        super().__init__(preset, **overrides)
-        branches = self.config["branches"]
-        if isinstance(branches, bool) or not isinstance(branches, int) or branches < 2:
-            raise ValueError(f"branches must be an integer >= 2, got {branches!r}.")
-        ramp = self.config["ramp_epochs"]
-        if ramp is not None and (isinstance(ramp, bool) or not ramp > 0):
-            raise ValueError(f"ramp_epochs must be > 0 or None (no ramp), got {ramp!r}.")
 
     def validate(self, num_exits: int) -> None:
         if num_exits != self.config["branches"] + 1:

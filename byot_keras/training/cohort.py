@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
+from byot_keras.training.checks import assert_label_values, pin_image_shape
 from byot_keras.training.schedule import ScheduledModel, cross_replica_sum, per_replica_share
 
 
@@ -100,7 +101,16 @@ class CohortModel(ScheduledModel):
             )
         return self.members[index - 1]
 
+    def _expected_image_shape(self) -> tuple | None:
+        return tuple(self.networks[0].inputs[0].shape[1:])
+
+    def _label_classes(self) -> int:
+        return self.num_classes
+
     def call(self, inputs, training=None):
+        expected = self._expected_image_shape()
+        if None not in expected:
+            inputs = pin_image_shape(inputs, expected, self.name)
         return {name: network(inputs, training=training)
                 for name, network in zip(self.member_names, self.networks)}
 
@@ -121,6 +131,7 @@ class CohortModel(ScheduledModel):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y is None:
             raise ValueError("CohortModel needs labels: fit/evaluate on (x, y).")
+        y = assert_label_values(y, self.num_classes)
         logits = [y_pred[name] for name in self.member_names]
         progress = self.progress() or {"epoch": 0.0, "total_epochs": 1.0}
         terms = self.objective.compute(y, logits, None, sample_weight=sample_weight,

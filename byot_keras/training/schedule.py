@@ -7,6 +7,8 @@ import inspect
 
 import keras
 
+from byot_keras.training.checks import CheckedInputs
+
 
 def num_replicas() -> int:
     if keras.backend.backend() == "tensorflow":
@@ -52,8 +54,9 @@ class EpochClock(keras.callbacks.Callback):
         self._target.schedule_epoch.assign(float(epoch))
 
 
-class ScheduledModel(keras.Model):
-    """A keras.Model whose loss may depend on the epoch.
+class ScheduledModel(CheckedInputs, keras.Model):
+    """A keras.Model whose loss may depend on the epoch, and whose fit / evaluate /
+    predict check their data first (:class:`byot_keras.training.checks.CheckedInputs`).
 
     `track_schedule(objective)` (in `__init__`) adds two saved, non-trainable variables,
     `schedule_epoch` and `schedule_total_epochs`, when the objective has a schedule;

@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
+from byot_keras.training.checks import assert_label_values, pin_image_shape
 from byot_keras.training.schedule import (
     ScheduledModel,
     cross_replica_sum,
@@ -79,7 +80,10 @@ class SelfDistillationModel(ScheduledModel):
     `training=True` the features are returned too, for the loss. `fit` logs the total
     and the method's per-term losses (for byot `ce_loss`, `kd_loss`, `feature_loss`),
     `exit_k_accuracy` and `ensemble_accuracy` (mean of the exits' logits). `evaluate`
-    drops the distillation terms.
+    drops the distillation terms. Labels are class ids of shape (batch,) or (batch, 1)
+    (whole-number floats too) or one-hot / soft labels (batch, num_classes), in any order
+    across calls; `fit`, `evaluate` and `predict` check images and labels before they
+    start (byot_keras.training.checks).
 
     Example:
         >>> from byot_keras import zoo
@@ -149,7 +153,18 @@ class SelfDistillationModel(ScheduledModel):
     def num_exits(self) -> int:
         return len(self.exit_names)
 
+    def _expected_image_shape(self) -> tuple | None:
+        if len(self.network.inputs) != 1:
+            return None
+        return tuple(self.network.inputs[0].shape[1:])
+
+    def _label_classes(self) -> int:
+        return self.num_classes
+
     def call(self, inputs, training=None):
+        expected = self._expected_image_shape()
+        if expected is not None and None not in expected:
+            inputs = pin_image_shape(inputs, expected, self.name)
         outputs = self.network(inputs, training=training)
         if training:
             return outputs
@@ -173,6 +188,7 @@ class SelfDistillationModel(ScheduledModel):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y is None:
             raise ValueError("SelfDistillationModel needs labels: fit/evaluate on (x, y).")
+        y = assert_label_values(y, self.num_classes)
         if training and self.adapters:
             y_pred = dict(y_pred)
             for k, adapter in zip(self._feature_exits, self.adapters):

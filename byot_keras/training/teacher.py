@@ -8,6 +8,8 @@ import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
+from byot_keras.losses.core import FRACTION, POSITIVE
+from byot_keras.training.checks import CheckedInputs, assert_label_values
 from byot_keras.training.schedule import num_replicas
 from byot_keras.training.self_distillation import SelfDistillationModel
 
@@ -35,7 +37,7 @@ def _logits_model(model: keras.Model, role: str) -> keras.Model:
 
 
 @keras.saving.register_keras_serializable(package="byot_keras")
-class TeacherDistillationModel(keras.distillation.Distiller):
+class TeacherDistillationModel(CheckedInputs, keras.distillation.Distiller):
     """A pretrained teacher taught to every exit of a multi-exit student.
 
     Per exit i: `(1 - alpha) * CE(z_i, y) + alpha * T^2 * KL(softmax_T(z_t) ||
@@ -51,7 +53,8 @@ class TeacherDistillationModel(keras.distillation.Distiller):
         temperature: T.
 
     `compile(optimizer=...)` sets the per-exit CE losses and accuracies itself. After
-    `fit`, `student` is the trained zoo model, ready to save or export.
+    `fit`, `student` is the trained zoo model, ready to save or export. `fit`,
+    `evaluate` and `predict` check images and labels first, as the zoo models do.
 
     Example:
         >>> from byot_keras import zoo
@@ -74,8 +77,8 @@ class TeacherDistillationModel(keras.distillation.Distiller):
                 "The student must be a zoo model (a SelfDistillationModel); got "
                 f"{type(student).__name__}."
             )
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1]; got {alpha}.")
+        FRACTION.check("alpha", alpha, "TeacherDistillationModel option")
+        POSITIVE.check("temperature", temperature, "TeacherDistillationModel option")
         teacher_logits = _logits_model(teacher, "teacher")
         exit_names = student.exit_names
         # The teacher's logits once per student exit, so the two output dicts match.
@@ -142,8 +145,15 @@ class TeacherDistillationModel(keras.distillation.Distiller):
             return y
         return {name: y for name in self.exit_names}
 
+    def _expected_image_shape(self) -> tuple | None:
+        return tuple(self.student.inputs[0].shape[1:])
+
+    def _label_classes(self) -> int:
+        return self._num_classes()
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if y is not None:
+            y = assert_label_values(y, self._num_classes())
             y = self._per_exit(losses_lib.sparse_labels(y, self._num_classes()))
         return super().compute_loss(x, y, y_pred, sample_weight, training)
 

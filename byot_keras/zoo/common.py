@@ -8,6 +8,15 @@ from collections.abc import Callable, Sequence
 
 import keras
 
+from byot_keras.losses.core import (
+    FLAG,
+    POSITIVE,
+    OptionKind,
+    integer_at_least,
+    is_integer_list,
+    number_in,
+    optional,
+)
 from byot_keras.zoo import namespace
 from byot_keras.zoo.namespace import layers
 
@@ -53,12 +62,42 @@ def batch_norm(x, *, name: str, sync: bool = False):
     )(x)
 
 
+INPUT_SHAPE = OptionKind(
+    "None (for (32, 32, 3)) or a (height, width, channels) tuple of integers >= 1",
+    lambda v: v is None or (is_integer_list(v) and len(v) == 3 and min(v) >= 1))
+
+#: The kind of every keyword the builders share (families check their own extras, such
+#: as `depth` or `classifier`, and choices such as `head` list their valid names).
+BUILDER_OPTION_KINDS: dict[str, OptionKind] = {
+    "num_classes": integer_at_least(2),
+    "input_shape": INPUT_SHAPE,
+    "name": optional(OptionKind("a string", lambda v: isinstance(v, str) and v != "")),
+    "exits": optional(OptionKind("a list of section numbers (integers)", is_integer_list),
+                      "every section"),
+    "attention": OptionKind("True, False or None (the head's default)",
+                            lambda v: v is None or FLAG.accepts(v)),
+    "sync_batchnorm": FLAG,
+    "bottleneck": FLAG,
+    "width_multiplier": POSITIVE,
+    "dropout_rate": number_in(0, 1, open_high=True),
+    "compression": number_in(0, 1, open_low=True),
+    "groups": integer_at_least(1),
+    "width_per_group": integer_at_least(1),
+}
+
+
+def check_builder_options(options: dict, builder: str) -> None:
+    """Raises a ValueError naming the option, its value and what is valid for the first
+    keyword in `options` whose type or range is wrong (`exits="13"`, `attention="no"`,
+    `width_multiplier=0`), before anything is built."""
+    for option, value in options.items():
+        kind = BUILDER_OPTION_KINDS.get(option)
+        if kind is not None:
+            kind.check(option, value, f"{builder} option")
+
+
 def check_num_classes(num_classes) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(
-            f"num_classes must be an integer >= 2 (a classifier needs two classes or more); "
-            f"got {num_classes!r}."
-        )
+    BUILDER_OPTION_KINDS["num_classes"].check("num_classes", num_classes)
 
 
 def check_weights(weights) -> None:
@@ -80,12 +119,12 @@ def resolve_input(input_shape, stem: str, model_name: str, downsampling_without_
         raise ValueError(f"Unknown stem '{stem}'. Valid stems: {', '.join(STEMS)}.")
     if input_shape is None:
         input_shape = (32, 32, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or any(d is None for d in input_shape):
+    if not INPUT_SHAPE.accepts(input_shape):
         raise ValueError(
-            f"input_shape must be a fixed (height, width, channels) tuple, got {input_shape}; "
-            "the exit heads need static spatial sizes."
+            f"input_shape must be a fixed (height, width, channels) tuple of integers >= 1, "
+            f"got {input_shape!r}; the exit heads need static spatial sizes."
         )
+    input_shape = tuple(int(d) for d in input_shape)
     height, width, _ = input_shape
     if stem == "auto":
         stem = "cifar" if max(height, width) <= 64 else "imagenet"
@@ -101,8 +140,7 @@ def resolve_input(input_shape, stem: str, model_name: str, downsampling_without_
 
 def scaled(channels: int, width_multiplier: float) -> int:
     """Channel count scaled by `width_multiplier` (at least 1); 1.0 gives the paper's."""
-    if width_multiplier <= 0:
-        raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}.")
+    POSITIVE.check("width_multiplier", width_multiplier)
     return max(1, int(round(channels * width_multiplier)))
 
 
@@ -112,6 +150,7 @@ def select_exit_sections(exits: Sequence[int] | None, num_sections: int, model_n
     shallow = list(range(1, num_sections))
     if exits is None:
         return shallow
+    BUILDER_OPTION_KINDS["exits"].check("exits", exits, f"{model_name} option")
     chosen = sorted(set(int(e) for e in exits))
     invalid = [e for e in chosen if e not in shallow]
     if invalid:
@@ -183,6 +222,7 @@ def build_multi_exit_model(
         )
     if attention is None:
         attention = head == "sepconv"
+    BUILDER_OPTION_KINDS["attention"].check("attention", attention, f"{name} option")
     num_sections = len(sections)
     chosen = select_exit_sections(exits, num_sections, name)
     head_width = head_width or section_channels[-1]

@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 
 import keras
 
+from byot_keras.losses.core import UnknownOptionError
+from byot_keras.zoo.common import check_builder_options
+
 _MODELS: dict[str, Callable[..., keras.Model]] = {}
 
 
@@ -52,11 +55,10 @@ def with_method(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
 
         architecture = {k: v for k, v in kwargs.items() if k in known}
         options = {k: v for k, v in kwargs.items() if k not in known}
+        check_builder_options(architecture, fn.__name__)
         try:
             resolved = resolve_objective(objective, method, options)
-        except ValueError as error:
-            if not options:
-                raise
+        except UnknownOptionError as error:
             raise ValueError(
                 f"{error} (Architecture options of {fn.__name__}: {', '.join(sorted(known))}.)"
             ) from None

@@ -1,0 +1,337 @@
+"""What the training models check before any work starts, so that bad data gets an error
+that names the problem and what is valid instead of one from deep inside a layer or the
+graph (or, for float labels, a silent truncation).
+
+- In-memory arrays and tensors given to `fit` / `evaluate` / `predict` are checked whole
+  with NumPy (one pass over the labels): the images' shape, the label form ((batch,),
+  (batch, 1) or one-hot (batch, num_classes)), every label value (whole numbers in
+  0..num_classes-1; one-hot / soft rows non-negative and summing to 1) and emptiness.
+- tf.data datasets are checked by their `element_spec` (shapes, dtypes, an empty
+  cardinality); the label values of each batch are checked inside the step function by
+  :func:`assert_label_values` (a few reductions, run under tf.function and
+  tf.distribute; XLA compiles the assertions away).
+
+All problems raise ValueError, except the in-graph value checks, which raise
+tf.errors.InvalidArgumentError with the same wording.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+
+# Rows of one-hot / soft labels must sum to 1 up to float16 rounding.
+ROW_SUM_TOLERANCE = 1e-3
+
+
+def label_forms(num_classes: int) -> str:
+    return (f"integer class ids 0..{num_classes - 1} of shape (batch,) or (batch, 1), or "
+            f"one-hot / soft labels of shape (batch, {num_classes})")
+
+
+def _tensorflow():
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf
+
+
+def _is_dataset(data) -> bool:
+    tf = _tensorflow()
+    return tf is not None and isinstance(data, tf.data.Dataset)
+
+
+def in_memory(data):
+    """`data` if it is an in-memory NumPy array or eager tensor (a one-entry dict of one
+    is unwrapped); None for what is not inspected here (datasets, generators,
+    PyDatasets, several inputs)."""
+    if isinstance(data, Mapping) and len(data) == 1:
+        data = next(iter(data.values()))
+    if isinstance(data, np.ndarray):
+        return data
+    tf = _tensorflow()
+    if tf is not None and isinstance(data, tf.Tensor) and tf.executing_eagerly():
+        return data
+    return None
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def image_shape_problem(shape: tuple, expected: tuple, model_name: str,
+                        source: str = "Images") -> str | None:
+    """Why a batch of images of `shape` does not fit a model taking `expected`
+    ((height, width, channels), None where any size goes); None if it fits. `source`
+    starts the message ("Images", "The dataset's images")."""
+    wanted = f"(batch, {', '.join('any' if d is None else str(d) for d in expected)})"
+    if len(shape) == len(expected):
+        return (f"{source} of shape {shape} have no batch axis: {model_name} takes batches of "
+                f"shape {wanted}. Add one (images[None]) or batch the dataset "
+                "(dataset.batch(batch_size)).")
+    fits = len(shape) == len(expected) + 1 and all(
+        got is None or want is None or got == want for got, want in zip(shape[1:], expected))
+    if fits:
+        return None
+    return (f"{source} of shape {shape} do not fit {model_name}: it takes images of shape "
+            f"{wanted}, i.e. height, width and channels {tuple(expected)}. Resize the images, "
+            "or build the model with the input_shape of your images.")
+
+
+def pin_image_shape(images, expected: tuple, model_name: str):
+    """`images`, given the static shape `(batch, *expected)` behind a run-time check when
+    the graph does not know it (a dataset of unknown image size): without a static size
+    the exit heads fail inside UpSampling2D. Free when the size is known."""
+    tf = _tensorflow()
+    if tf is None or not isinstance(images, tf.Tensor) or images.shape.rank is None:
+        return images
+    known = tuple(images.shape[1:])
+    if len(known) != len(expected) or all(k is not None for k in known):
+        return images
+    check = tf.debugging.assert_equal(
+        tf.shape(images)[1:], tf.constant(expected, dtype=tf.int32),
+        message=f"Images do not fit {model_name}: it takes images of shape (batch, "
+                f"{', '.join(map(str, expected))}), i.e. height, width and channels. Resize "
+                "the images, or build the model with the input_shape of your images.")
+    with tf.control_dependencies([check]):
+        return tf.ensure_shape(images, (None, *expected))
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def label_shape_problem(shape: tuple, num_classes: int) -> str | None:
+    """Why labels of `shape` (batch axis first, None where unknown) do not fit; None if
+    they do."""
+    if len(shape) == 1:
+        return None
+    if len(shape) == 2 and shape[-1] in (None, 1, num_classes):
+        return None
+    return (f"Labels of shape {shape} do not fit num_classes={num_classes}: give "
+            f"{label_forms(num_classes)}.")
+
+
+def check_label_array(labels: np.ndarray, num_classes: int) -> None:
+    """Raises a ValueError naming the first bad label and what is valid: labels of a form
+    the loss cannot read, class ids that are negative, not whole numbers or not below
+    `num_classes`, or one-hot / soft rows that are negative or do not sum to 1."""
+    valid = label_forms(num_classes)
+    if labels.dtype.kind not in "iuf":
+        raise ValueError(f"Labels must be numbers, got dtype {labels.dtype}: give {valid}.")
+    problem = label_shape_problem(labels.shape, num_classes)
+    if problem:
+        raise ValueError(problem)
+    if labels.size == 0:
+        return
+    if labels.ndim == 2 and labels.shape[-1] == num_classes and num_classes > 1:
+        rows = labels.astype(np.float64)
+        finite_and_positive = np.isfinite(rows).all(axis=-1) & (rows >= 0).all(axis=-1)
+        bad = ~finite_and_positive | (np.abs(rows.sum(axis=-1) - 1.0) > ROW_SUM_TOLERANCE)
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"The one-hot / soft label of example {index} is "
+                f"{np.round(rows[index], 4).tolist()}: each row of labels of shape (batch, "
+                f"{num_classes}) must be non-negative and sum to 1 (num_classes="
+                f"{num_classes}). For class ids give labels of shape (batch,) instead.")
+        return
+    ids = labels.reshape(-1)
+    if ids.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~(ids == np.floor(ids))  # NaN fails too
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"Label {ids[index].item()!r} (example {index}) is not a whole number: "
+                f"class ids are whole numbers in 0..{num_classes - 1} (num_classes="
+                f"{num_classes}); float labels are accepted when whole (3.0). Or give "
+                f"one-hot / soft labels of shape (batch, {num_classes}).")
+    for bad, what in ((ids < 0, "negative"), (ids >= num_classes, "out of range")):
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"Label {ids[index].item()!r} (example {index}) is {what}: labels are class "
+                f"ids in 0..{num_classes - 1} (num_classes={num_classes}), or one-hot / "
+                f"soft labels of shape (batch, {num_classes}).")
+
+
+def assert_label_values(labels, num_classes: int):
+    """`labels`, behind run-time assertions that sparse labels are whole numbers in
+    0..num_classes-1 (one-hot labels pass as they are; their width is checked on the
+    static shape). The checks are a few reductions over the batch and name the
+    offending value; an empty per-replica batch passes."""
+    tf = _tensorflow()
+    if tf is None or isinstance(labels, Mapping):
+        return labels
+    labels = tf.convert_to_tensor(labels)
+    rank = labels.shape.rank
+    if rank is None or not (rank == 1 or (rank == 2 and labels.shape[-1] == 1)):
+        return labels
+    ids = tf.cast(tf.reshape(labels, [-1]), tf.float64)  # exact for ids below 2**53
+    valid = (f"labels are class ids in 0..{num_classes - 1} (num_classes={num_classes}), or "
+             f"one-hot / soft labels of shape (batch, {num_classes}); got")
+    checks = []
+    if labels.dtype.is_floating:
+        whole = tf.equal(ids, tf.floor(ids))
+        example = tf.reduce_max(tf.where(whole, tf.constant(-np.inf, tf.float64), ids))
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(whole), [f"A label is not a whole number: {valid}", example]))
+    lowest, highest = tf.reduce_min(ids), tf.reduce_max(ids)
+    checks.append(tf.debugging.Assert(lowest >= 0, [f"A label is negative: {valid}", lowest]))
+    checks.append(tf.debugging.Assert(highest < num_classes,
+                                      [f"A label is out of range: {valid}", highest]))
+    with tf.control_dependencies(checks):  # nothing reads the labels before the checks
+        return tf.identity(labels)
+
+
+# ---------------------------------------------------------------------- the data
+
+
+def _spec_shape(spec) -> tuple | None:
+    shape = getattr(spec, "shape", None)
+    if shape is None or shape.rank is None:
+        return None
+    return tuple(shape)
+
+
+def _empty(what: str, detail: str) -> ValueError:
+    return ValueError(f"{what} got no examples ({detail}): give at least one batch.")
+
+
+class CheckedInputs:
+    """Mixin for the training models (a `keras.Model` subclass lists it first): `fit`,
+    `evaluate` and `predict` check their data before any work starts (see the module
+    docstring). The model provides `_expected_image_shape()` ((height, width, channels)
+    or None to skip) and `_label_classes()`.
+
+    It also keeps the step functions right when the label form changes between calls
+    (e.g. (N,) labels, then (N, 1)): Keras traces them with `reduce_retracing`, which
+    would merge the two label shapes into one of unknown rank that the loss cannot read;
+    a new label form gets a freshly traced function instead.
+    """
+
+    def _expected_image_shape(self) -> tuple | None:
+        raise NotImplementedError
+
+    def _label_classes(self) -> int:
+        raise NotImplementedError
+
+    # The checks ------------------------------------------------------------------
+    def _check_images(self, x, what: str) -> None:
+        expected = self._expected_image_shape()
+        images = in_memory(x)
+        if images is not None:  # only the shape is read: no copy of the images
+            shape = tuple(images.shape)
+            if shape[0:1] == (0,):
+                raise _empty(what, f"images of shape {shape}")
+            if expected is not None:
+                problem = image_shape_problem(shape, expected, self.name)
+                if problem:
+                    raise ValueError(f"{what}: {problem}")
+        elif _is_dataset(x):
+            if int(x.cardinality()) == 0:
+                raise _empty(what, "an empty dataset")
+            spec = x.element_spec
+            image_spec = spec[0] if isinstance(spec, tuple) else spec
+            shape = _spec_shape(image_spec)
+            if shape is not None and expected is not None:
+                problem = image_shape_problem(shape, expected, self.name,
+                                              source="The dataset's images")
+                if problem:
+                    raise ValueError(f"{what}: {problem}")
+
+    def _check_data(self, what: str, x, y) -> tuple | None:
+        """Checks images and labels; returns the labels' form (shape without the batch
+        axis, dtype), or None when it is not known up front."""
+        self._check_images(x, what)
+        num_classes = self._label_classes()
+        if _is_dataset(x):
+            spec = x.element_spec
+            if not isinstance(spec, tuple) or len(spec) < 2:
+                raise ValueError(
+                    f"{what}: {self.name} trains on labels, but the dataset yields no "
+                    f"(images, labels) pairs (its element_spec is {spec}).")
+            label_spec = spec[1]
+            shape = _spec_shape(label_spec)
+            if shape is None:
+                return None
+            if not (label_spec.dtype.is_integer or label_spec.dtype.is_floating):
+                raise ValueError(f"{what}: Labels must be numbers, got dtype "
+                                 f"{label_spec.dtype.name}: give {label_forms(num_classes)}.")
+            problem = label_shape_problem(shape, num_classes)
+            if problem:
+                raise ValueError(f"{what}: {problem}")
+            return shape[1:], label_spec.dtype.name
+        labels = in_memory(y)
+        images = in_memory(x)
+        if labels is None:
+            if y is None and images is not None:
+                raise ValueError(f"{what}: {self.name} trains on labels: call it with (x, y).")
+            return None
+        labels = np.asarray(labels)
+        if labels.ndim == 0:
+            raise ValueError(f"{what}: labels need a batch axis, one label per image; got the "
+                             f"single value {labels.item()!r}.")
+        if images is not None and images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{what}: {images.shape[0]} images but {labels.shape[0]} labels; "
+                             "give one label per image.")
+        if labels.shape[0:1] == (0,):
+            raise _empty(what, f"labels of shape {labels.shape}")
+        try:
+            check_label_array(labels, num_classes)
+        except ValueError as error:
+            raise ValueError(f"{what}: {error}") from None
+        return labels.shape[1:], labels.dtype.name
+
+    def _use_step_function_for(self, kind: str, label_form: tuple | None) -> None:
+        """Drops the cached train/test function when the label form differs from the one
+        it was traced with (see the class docstring)."""
+        if label_form is None:
+            return
+        # Stored past Keras' attribute tracking: it is bookkeeping, not model state.
+        seen = self.__dict__.get("_traced_label_forms")
+        if seen is None:
+            seen = {}
+            object.__setattr__(self, "_traced_label_forms", seen)
+        if seen.get(kind, label_form) != label_form:
+            setattr(self, f"{kind}_function", None)
+        seen[kind] = label_form
+
+    # The hooks ---------------------------------------------------------------------
+    def fit(self, *args, **kwargs):
+        arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
+        arguments.apply_defaults()
+        values = arguments.arguments
+        self._use_step_function_for("train", self._check_data("fit", values["x"], values["y"]))
+        validation = values["validation_data"]
+        if validation is not None:
+            if isinstance(validation, tuple | list):
+                val_x, val_y, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation))
+            else:
+                val_x, val_y = validation, None
+            self._use_step_function_for("test",
+                                        self._check_data("validation_data", val_x, val_y))
+        history = super().fit(*arguments.args[1:], **arguments.kwargs)
+        if getattr(history, "epoch", None) and not history.history:
+            # An epoch ended without one step (a dataset of unknown length that turned
+            # out empty): Keras returns quietly.
+            raise ValueError("fit ran no training step: the data yielded no batch (an empty "
+                             "dataset?). Give at least one batch.")
+        return history
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        if kwargs.get("_use_cached_eval_dataset"):  # fit's validation, checked by fit
+            return super().evaluate(x, y, *args, **kwargs)
+        self._use_step_function_for("test", self._check_data("evaluate", x, y))
+        result = super().evaluate(x, y, *args, **kwargs)
+        if isinstance(result, list | dict) and not result:
+            raise ValueError("evaluate ran no step: the data yielded no batch (an empty "
+                             "dataset?). Give at least one batch.")
+        return result
+
+    def predict(self, x, *args, **kwargs):
+        self._check_images(x, "predict")
+        return super().predict(x, *args, **kwargs)
