@@ -4,6 +4,7 @@ for a file that exists."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import zipfile
@@ -129,3 +130,14 @@ def write_text_atomically(path: str, text: str) -> str:
         '/tmp/doc_note.txt'
     """
     return replace_atomically(path, lambda temporary: Path(temporary).write_text(text))
+
+
+def write_json_atomically(data, path: str) -> str:
+    """Writes `data` as indented JSON through `replace_atomically`.
+
+    Example:
+        >>> write_json_atomically({"epoch": 3}, "/tmp/doc_state.json")
+        '/tmp/doc_state.json'
+    """
+    return replace_atomically(path, lambda temporary: Path(temporary).write_text(
+        json.dumps(data, indent=2)), suffix=".json")

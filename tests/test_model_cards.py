@@ -1,4 +1,4 @@
-"""The model cards in zoo/ (byot_keras.zoo.cards, zoo/generate_cards.py).
+"""The model cards in zoo/ (zoo/cards.py, zoo/generate_cards.py).
 
 Building every model takes minutes, so the cards are rendered from zoo/facts.json, the
 facts measured on the built models. The tests check that (1) every registered model has
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from byot_keras import zoo
-from byot_keras.zoo import cards
+from zoo import cards
 
 ZOO_DIR = Path(__file__).resolve().parents[1] / "zoo"
 REGENERATE = "python zoo/generate_cards.py"

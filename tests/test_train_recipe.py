@@ -32,8 +32,10 @@ import numpy as np
 import pytest
 from train_helper import toy_multi_exit
 
+from byot_keras.saving import write_json_atomically
 from byot_keras.train import TrainConfig, TrainingDiverged, cli, make_config, train
 from byot_keras.train import trainer as trainer_lib
+from byot_keras.train.distribute import check_global_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("train_helper.py")
@@ -230,11 +232,11 @@ def test_bad_settings_fail_before_training(tmp_path):
     fails("Unknown model name 'resnet19_byot'", model="resnet19_byot")
     fails("Unknown method 'magic'", method="magic")
     with pytest.raises(ValueError, match="does not split evenly over 2 replicas"):
-        trainer_lib.check_global_batch(33, 2)
+        check_global_batch(33, 2)
     # A folder that holds another run is refused, and the differences are named.
     other = tmp_path / "other_run"
-    trainer_lib.write_json_atomically(make_config(**{**SMALL, **ZOO_SMALL, "lr": 0.1}).to_dict(),
-                                      str(other / "config.json"))
+    write_json_atomically(make_config(**{**SMALL, **ZOO_SMALL, "lr": 0.1}).to_dict(),
+                          str(other / "config.json"))
     fails(r"holds a different run \(lr: 0.1 there, 0.05 now", output_dir=str(other))
 
 

@@ -24,7 +24,7 @@ def _ce(logits, labels):
 def data():
     rng = np.random.default_rng(0)
     # 61 = 32 + 29: the last batch of 29 is one TF's oneDNN crashed on for narrow nets
-    # (see byot_keras.zoo.common.conv2d); this keeps that workaround tested.
+    # (see byot_keras.networks.common.conv2d); this keeps that workaround tested.
     x = rng.normal(size=(61, 32, 32, 3)).astype("float32")
     y = rng.integers(0, NUM_CLASSES, size=61).astype("int32")
     return x, y
@@ -180,7 +180,7 @@ def test_early_exit_picks_the_first_confident_exit(trained, data):
         (dict(stem_type="tiny"), "Valid stems: auto, cifar, imagenet"),
         (dict(head="mlp"), "Valid heads: sepconv, bottleneck"),
         (dict(exits=[4]), r"after sections \[1, 2, 3\]"),
-        (dict(weights="imagenet"), "no pretrained weights"),
+        (dict(weights="imagenet"), "not a file nor a checkpoint of .*Registered for"),
         (dict(objective="offical"), "Valid presets: official, paper"),
     ],
 )

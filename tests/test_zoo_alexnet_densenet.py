@@ -21,8 +21,8 @@ from byot_keras.export.cascade import exit_sections
 
 # Registers the families (the package's __init__ may not import them yet). importlib, not
 # `from byot_keras.zoo import alexnet`: that attribute may be the `alexnet` builder.
-alexnet_module = importlib.import_module("byot_keras.zoo.alexnet")
-densenet_module = importlib.import_module("byot_keras.zoo.densenet")
+alexnet_module = importlib.import_module("byot_keras.networks.alexnet")
+densenet_module = importlib.import_module("byot_keras.networks.densenet")
 
 # ---------------------------------------------------------------------------------------
 # Independent references. Trainable parameters only: a BN layer has gamma and beta.
@@ -337,7 +337,7 @@ def test_densenet121_byot_at_224_px_is_torchvision_with_four_exits(shapes_only):
      r"imagenet variant.*at least 63 pixels"),
     ("alexnet_byot", dict(variant="tiny"), r"Valid variants: auto, cifar, imagenet"),
     ("alexnet_byot", dict(exits=[3]), r"sections \[1, 2\]"),
-    ("alexnet_byot", dict(weights="imagenet"), r"no pretrained weights"),
+    ("alexnet_byot", dict(weights="imagenet"), r"not a file nor a checkpoint of .*Registered for"),
     ("alexnet", dict(num_classes=1), r"num_classes must be an integer >= 2"),
     ("alexnet_byot", dict(head="dense"), r"Valid heads: sepconv, bottleneck"),
 ])
@@ -367,5 +367,6 @@ def test_registry_lists_the_new_names():
         builder = zoo.get_model_builder(name)
         assert builder.__name__ == name
         assert builder.__doc__ and "Returns" in builder.__doc__ and "Example" in builder.__doc__
-    assert zoo.get_model_builder("densenet121_byot") is densenet_module.densenet121_byot
-    assert zoo.get_model_builder("alexnet") is alexnet_module.alexnet
+    assert zoo.get_model_builder("densenet121_byot").network_builder is (
+        densenet_module.densenet121_byot)
+    assert zoo.get_model_builder("alexnet").network_builder is alexnet_module.alexnet

@@ -298,7 +298,7 @@ def test_tiny_resnext50_exits_and_structure(shapes_only):
     ("wrn44_8_byot", dict(blocks_per_group=0), r"blocks_per_group must be an integer >= 1"),
     ("wrn16_4_byot", dict(exits=[3], width_multiplier=1 / 8), r"sections \[1, 2\]"),
     ("vgg13_byot", dict(exits=[5], width_multiplier=1 / 16), r"sections \[1, 2, 3, 4\]"),
-    ("vgg11_byot", dict(weights="imagenet"), r"no pretrained weights"),
+    ("vgg11_byot", dict(weights="imagenet"), r"not a file nor a checkpoint of .*Registered for"),
     ("wrn16_4_byot", dict(num_classes=1), r"num_classes must be an integer >= 2"),
 ])
 def test_bad_arguments_get_clear_errors(name, kwargs, message):

@@ -79,7 +79,7 @@ def main() -> None:
 
     keras.config.disable_traceback_filtering()
     from byot_keras.train import TrainConfig, train
-    from byot_keras.train.trainer import select_strategy
+    from byot_keras.train.distribute import select_strategy
 
     class StepActions(keras.callbacks.Callback):
         """Counts the job's training steps; kills or poisons at the given step."""

@@ -5,7 +5,7 @@ index) and zoo/facts.json (what building each model measured).
     python zoo/generate_cards.py --reuse_facts     # re-renders; builds only new models
     python zoo/generate_cards.py --reuse_facts --rebuild resnet18_byot,vgg11_byot
 
-The logic lives in `byot_keras.zoo.cards`; tests/test_model_cards.py checks the result.
+The logic lives in `zoo/cards.py`; tests/test_model_cards.py checks the result.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ flags.DEFINE_list("rebuild", [], "With --reuse_facts: models to build again anyw
 
 def main(argv):
     del argv
-    from byot_keras.zoo import cards
+    from zoo import cards
 
     written = cards.write_cards(FLAGS.out_dir, reuse_facts=FLAGS.reuse_facts,
                                 rebuild=FLAGS.rebuild, log=lambda message: print(message,

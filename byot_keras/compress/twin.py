@@ -1,6 +1,7 @@
 """A trained Keras 3 multi-exit model's tf_keras twin: the same zoo builder run in the
-tf_keras namespace (`byot_keras.zoo.namespace`), so the layers and their names are the
-same, and the trained weights are copied over layer by layer, by name.
+tf_keras namespace (`byot_keras.networks.namespace`) with the keywords the model records
+(`model.builder`), so the layers and their names are the same, and the trained weights
+are copied over layer by layer, by name.
 
 tfmot 0.8 only accepts tf_keras models; the twin is what it quantizes and prunes.
 `build_twin` checks that every weighted layer found its counterpart with the same weight
@@ -19,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import numpy as np
@@ -45,9 +45,7 @@ def _require_model(model) -> None:
             f"Expected a trained multi-exit byot_keras model (a SelfDistillationModel, e.g. "
             f"loaded with keras.saving.load_model), got {type(model).__name__}."
         )
-    from byot_keras.training import method_trait
-
-    if method_trait(model, "BRANCH_ENSEMBLE"):
+    if not getattr(model, "exits_form_a_chain", True):
         raise ValueError(
             "QAT and pruning do not support ONE models (method 'one': side-by-side "
             "branches and a gate) yet. Post-training int8 works: byot-export "
@@ -56,55 +54,6 @@ def _require_model(model) -> None:
 
 def _weighted_layers(network) -> dict:
     return {layer.name: layer for layer in network.layers if layer.weights}
-
-
-def _first_conv_filters(network) -> int | None:
-    for layer in network.layers:
-        if hasattr(layer, "filters") and getattr(layer, "kernel_size", None):
-            return int(layer.filters)
-    return None
-
-
-def infer_builder_kwargs(model) -> dict:
-    """The zoo builder keywords that rebuild `model`'s architecture, read off its layers:
-    `num_classes`, `input_shape`, `exits` (sections with a shallow exit), `head`,
-    `attention` and `sync_batchnorm`. The width is found by `build_twin`.
-
-    Example:
-        >>> from byot_keras import zoo
-        >>> infer_builder_kwargs(zoo.vgg11_byot(num_classes=4, width_multiplier=0.125,
-        ...                                     exits=[2]))["exits"]
-        [2]
-    """
-    from byot_keras.export.cascade import exit_sections
-
-    _require_model(model)
-    names = [layer.name for layer in model.network.layers]
-    kwargs = {
-        "num_classes": int(model.num_classes),
-        "input_shape": tuple(int(d) for d in model.network.inputs[0].shape[1:]),
-        "exits": exit_sections(model)[:-1],
-    }
-    if any(re.match(r"exit_\d+_head_sep\d+_", n) for n in names):
-        kwargs["head"] = "sepconv"
-    elif any(re.match(r"exit_\d+_head_bottleneck_", n) for n in names):
-        kwargs["head"] = "bottleneck"
-    if kwargs["exits"]:
-        kwargs["attention"] = any(re.match(r"exit_\d+_head_attention_", n) for n in names)
-    batch_norms = [layer for layer in model.network.layers
-                   if type(layer).__name__ == "BatchNormalization"]
-    if batch_norms:
-        kwargs["sync_batchnorm"] = bool(getattr(batch_norms[0], "synchronized", False))
-    return kwargs
-
-
-def _width_candidates(network) -> list[float]:
-    """Widths to try: every family's first conv has 16, 32 or 64 channels at width 1.0
-    (`scaled(c, w) = round(c * w)`), smallest first so a wrong guess stays cheap."""
-    filters = _first_conv_filters(network)
-    if filters is None:
-        return [1.0]
-    return sorted({filters / base for base in (64, 32, 16)})
 
 
 def _mismatches(source: dict, twin) -> list[str]:
@@ -119,12 +68,32 @@ def _mismatches(source: dict, twin) -> list[str]:
     return problems
 
 
-def _build(model_name: str, tf_keras, kwargs: dict):
-    from byot_keras import zoo
-    from byot_keras.zoo import namespace
+def builder_call(model, model_name: str | None = None, **builder_kwargs) -> tuple:
+    """(registry name, positional args, keywords) that rebuild `model`'s network: the
+    model's own record (`model.builder`), with `model_name` / `builder_kwargs`
+    overriding it. A model saved before builders were recorded needs both."""
+    record = getattr(model, "builder", None) or {}
+    name = model_name or record.get("name")
+    if not name:
+        raise ValueError(
+            f"'{model.name}' does not record the zoo builder that made it (saved by "
+            "byot-keras 0.1): pass its registry name and keywords (--model resnet18_byot "
+            "--width_multiplier 0.25, --builder_kwargs '{...}'), or re-save it from a "
+            "model built with this version.")
+    keywords = {**record.get("kwargs", {}), **builder_kwargs}
+    if not record:  # what a 0.1 file still tells
+        keywords.setdefault("num_classes", int(model.num_classes))
+        keywords.setdefault("input_shape", tuple(int(d) for d in
+                                                 model.network.inputs[0].shape[1:]))
+    return name, tuple(record.get("args", ())), keywords
+
+
+def build_network_twin(name: str, args: tuple, keywords: dict, tf_keras):
+    """The zoo network `name` built in tf_keras (`byot_keras.networks.namespace`)."""
+    from byot_keras.networks import build_network, namespace
 
     with namespace.use(tf_keras):
-        return zoo.create_model(model_name, **kwargs)
+        return build_network(name, *args, **keywords).network
 
 
 def copy_weights(network, twin) -> int:
@@ -158,68 +127,52 @@ def build_twin(model, model_name: str | None = None, *, check_images: np.ndarray
 
     Args:
         model: a byot_keras `SelfDistillationModel` (built by a zoo builder).
-        model_name: the registry name of its builder; default `model.name` (the builders'
-            default name).
+        model_name: the registry name of its builder; default: the one the model records.
         check_images: inputs to compare the twin's logits with the model's on (default 8
             random images); differences beyond float32 round-off raise.
-        **builder_kwargs: builder keywords; those not given are inferred
-            (`infer_builder_kwargs`), and `width_multiplier` is searched for.
+        **builder_kwargs: builder keywords overriding the recorded ones.
 
     Returns:
         A `Twin`: `network`, a tf_keras functional model with the Keras 3 network's
         outputs (`exit_k` logits, `feature_k` features); `builder`, the builder call;
         `differences`, the measured logit differences per exit.
     """
-    from byot_keras import zoo
+    from byot_keras import networks
 
     _require_model(model)  # before importing tf_keras: bad input fails fast
     tf_keras = extra.tf_keras()
-    model_name = model_name or model.name
-    if model_name not in zoo.list_models():
+    name, args, keywords = builder_call(model, model_name, **builder_kwargs)
+    if name not in networks.list_networks():
         raise ValueError(
-            f"'{model_name}' is not a registered zoo model, so its tf_keras twin cannot be "
-            f"built: pass the builder's registry name as model_name (--model). Valid names: "
-            f"{', '.join(zoo.list_models())}."
+            f"'{name}' is not a registered zoo network, so its tf_keras twin cannot be "
+            f"built: pass the builder's registry name (--model). Valid names: "
+            f"{', '.join(networks.list_networks())}."
         )
-    kwargs = {**infer_builder_kwargs(model), **builder_kwargs}
-    widths = ([kwargs.pop("width_multiplier")] if "width_multiplier" in kwargs
-              else _width_candidates(model.network))
-    source = _weighted_layers(model.network)
-    tried = {}
-    twin = None
-    for width in widths:
-        try:
-            candidate = _build(model_name, tf_keras, {**kwargs, "width_multiplier": width})
-        except ValueError as error:  # e.g. a group width this width cannot split
-            tried[width] = [f"the builder refused it ({error})"]
-            continue
-        problems = _mismatches(source, candidate)
-        if not problems:
-            twin, kwargs["width_multiplier"] = candidate, width
-            break
-        tried[width] = problems
-    if twin is None:
-        detail = "; ".join(f"width_multiplier={w}: {len(p)} mismatch(es), e.g. "
-                           + ", ".join(p[:3]) for w, p in tried.items())
+    try:
+        twin = build_network_twin(name, args, keywords, tf_keras)
+    except ValueError as error:
+        raise ValueError(f"Could not rebuild '{model.name}' with {name}({keywords}): "
+                         f"{error}") from error
+    problems = _mismatches(_weighted_layers(model.network), twin)
+    if problems:
         raise ValueError(
-            f"Could not rebuild '{model.name}' with {model_name}({kwargs}): {detail}. Pass "
-            "the builder keywords it was created with (e.g. --width_multiplier, "
-            "--builder_kwargs '{\"stem_type\": \"imagenet\"}')."
-        )
+            f"Could not rebuild '{model.name}' with {name}({keywords}): {len(problems)} "
+            f"mismatch(es), e.g. {', '.join(problems[:3])}. Pass the builder keywords it "
+            "was created with (--model, --width_multiplier, --builder_kwargs).")
     copy_weights(model.network, twin)
     if check_images is None:
         shape = tuple(model.network.inputs[0].shape[1:])
         check_images = np.random.default_rng(0).normal(size=(8, *shape)).astype("float32")
     differences = output_differences(model, twin, check_images[:32])
-    for name, diff in differences.items():
+    for exit_name, diff in differences.items():
         if diff["max_abs_diff"] > TWIN_TOLERANCE * max(1.0, diff["logit_scale"]):
             raise ValueError(
-                f"The tf_keras twin's {name} differs from the model by "
+                f"The tf_keras twin's {exit_name} differs from the model by "
                 f"{diff['max_abs_diff']:.3g} (logit scale {diff['logit_scale']:.3g}); a layer "
                 "behaves differently in tf_keras."
             )
-    builder = {"model": model_name, **{k: list(v) if isinstance(v, tuple) else v
-                                       for k, v in kwargs.items()}}
+    builder = {"model": name, **{k: list(v) if isinstance(v, tuple) else v
+                                 for k, v in keywords.items()}}
     return Twin(twin, builder, differences)
 
 

@@ -11,7 +11,7 @@ LOGITS = "logits"
 IMAGE = "image"
 
 
-def _require_multi_exit(model) -> None:
+def require_multi_exit(model) -> None:
     if not hasattr(model, "exit_names") or not hasattr(model, "network"):
         raise ValueError(
             f"Expected a multi-exit model (a byot_keras SelfDistillationModel with "
@@ -21,23 +21,26 @@ def _require_multi_exit(model) -> None:
 
 
 def exit_sections(model) -> list[int]:
-    """For each exit, the trunk section its classifier hangs off (1-based)."""
-    _require_multi_exit(model)
-    sections = []
-    for name in model.exit_names:
-        names = [layer.name for layer in model.exit_model(name).layers]
-        used = [int(n.split("_")[1]) for n in names if n.startswith("section_")]
-        if not used:
-            raise ValueError(f"{name} depends on no 'section_k' layer: cannot cut a cascade.")
-        sections.append(max(used))
-    return sections
+    """For each exit, the trunk section its classifier hangs off (1-based), from the
+    model's recorded structure."""
+    require_multi_exit(model)
+    structure = model.exit_structure
+    if not model.exits_form_a_chain:
+        raise ValueError(f"{model.name}'s exits are side-by-side branches (method 'one'), not "
+                         "a chain of trunk sections: there is no cascade to cut.")
+    unknown = [info.name for info in structure if info.section is None]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} of {model.name} follow no known trunk section "
+                         "(a network built outside the zoo, without 'section_k' layers): "
+                         "cannot cut a cascade.")
+    return [info.section for info in structure]
 
 
 def exit_models(model, network: keras.Model | None = None) -> list[keras.Model]:
     """One Keras model per exit, image -> that exit's logits, holding only the layers the
     exit needs (as `model.exit_model(k)`). `network`: a copy of `model.network` with the
     same layer names (e.g. rescaled for quantization) to cut instead of `model.network`."""
-    _require_multi_exit(model)
+    require_multi_exit(model)
     network = model.network if network is None else network
     return [keras.Model(network.inputs, network.get_layer(name).output,
                         name=f"{model.name}_{name}") for name in model.exit_names]

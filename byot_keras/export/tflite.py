@@ -339,11 +339,10 @@ def export_tflite(
         >>> manifest["multi_signature"]["files"]["float32"]["file"]
         'model.tflite'
     """
-    from byot_keras.export.cascade import _require_multi_exit
-    from byot_keras.training import method_trait
+    from byot_keras.export.cascade import require_multi_exit
 
-    _require_multi_exit(model)
-    branches = method_trait(model, "BRANCH_ENSEMBLE")
+    require_multi_exit(model)
+    branches = not model.exits_form_a_chain
     if cascade is None:
         cascade = not branches
     elif cascade and branches:

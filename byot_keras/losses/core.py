@@ -11,13 +11,27 @@ byot_keras.training).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 from keras import ops
+
+from byot_keras.options import (  # noqa: F401 - the kinds methods declare their options with
+    FLAG,
+    FRACTION,
+    POSITIVE,
+    WEIGHT,
+    OptionKind,
+    UnknownOptionError,
+    integer_at_least,
+    is_integer,
+    is_integer_list,
+    is_number,
+    items_of,
+    number_at_least,
+    number_in,
+    optional,
+)
 
 KD_FORMS = ("soft_ce", "kl")
 FEATURE_REDUCTIONS = ("frobenius", "squared_sum", "mean_squared")
@@ -147,105 +161,13 @@ def linear_ramp(epoch, ramp_epochs, final: float, start: float = 0.0):
 
 # ---------------------------------------------------------------------- option kinds
 
-
-def is_number(value) -> bool:
-    """A real number (Python or NumPy), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
-def is_integer(value) -> bool:
-    """An integer (Python or NumPy), not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-
-
-def _items(value) -> list | None:
-    """The items of a list, tuple, range, set or 1-D array; None for anything else,
-    strings included (`exits="13"` would otherwise read as [1, 3])."""
-    if isinstance(value, np.ndarray):
-        return value.tolist() if value.ndim == 1 else None
-    if isinstance(value, set | frozenset):
-        try:
-            return sorted(value)
-        except TypeError:  # mixed types: the caller's item check refuses them
-            return list(value)
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return list(value)
-    return None
-
-
-def is_integer_list(value) -> bool:
-    """A list, tuple, range, set or 1-D array of integers."""
-    items = _items(value)
-    return items is not None and all(is_integer(v) for v in items)
-
-
-class UnknownOptionError(ValueError):
-    """An option name the method does not have (the zoo's builders then also list their
-    own keywords, since a misspelt one lands here)."""
-
-
-@dataclass(frozen=True)
-class OptionKind:
-    """The values an option accepts: `accepts(value)`, and `valid`, the words that say
-    which ("a number >= 0"). One kind serves every option of that sort, so each method's
-    and builder's options are checked the same way, before any work starts."""
-
-    valid: str
-    accepts: Callable[[object], bool]
-
-    def check(self, option: str, value, owner: str = "") -> None:
-        """Raises a ValueError naming `owner` (e.g. "byot option"), the option, the bad
-        value and what is valid; wrong types raise the same ValueError."""
-        if self.accepts(value):
-            return
-        valid = self.valid
-        if is_number(value) and not math.isfinite(value) and valid.startswith("a number"):
-            valid = "a finite number" + valid[len("a number"):]
-        prefix = f"Invalid {owner}: " if owner else ""
-        raise ValueError(f"{prefix}{option} must be {valid}, got {value!r}.")
-
-
-def number_at_least(low: float, *, strict: bool = False) -> OptionKind:
-    """Finite numbers >= `low` (> `low` with `strict`)."""
-    return OptionKind(
-        f"a number {'>' if strict else '>='} {low:g}",
-        lambda v: is_number(v) and math.isfinite(v) and (v > low if strict else v >= low))
-
-
-def number_in(low: float, high: float, *, open_low: bool = False, open_high: bool = False
-              ) -> OptionKind:
-    """Numbers in an interval, written as `[low, high]`, `(low, high]`, ..."""
-    def accepts(v) -> bool:
-        return is_number(v) and (v > low if open_low else v >= low) and (
-            v < high if open_high else v <= high)
-
-    return OptionKind(f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}",
-                      accepts)
-
-
-def integer_at_least(low: int) -> OptionKind:
-    return OptionKind(f"an integer >= {low}", lambda v: is_integer(v) and v >= low)
-
-
-def optional(kind: OptionKind, meaning: str = "") -> OptionKind:
-    """`kind` or None; `meaning` says what None stands for."""
-    return OptionKind(f"None{f' ({meaning})' if meaning else ''} or {kind.valid}",
-                      lambda v: v is None or kind.accepts(v))
-
-
-#: Loss weights: a negative weight would reward the error it weighs.
-WEIGHT = number_at_least(0)
-#: Mixing coefficients (`x` and `1 - x` are both weights).
-FRACTION = number_in(0, 1)
-POSITIVE = number_at_least(0, strict=True)
-FLAG = OptionKind("True or False", lambda v: isinstance(v, bool | np.bool_))
 #: Which exits a term applies to.
 EXIT_CHOICE = OptionKind(
     "'all', 'all_but_last' or a list of exit numbers (integers)",
     lambda v: (isinstance(v, str) and v in ("all", "all_but_last")) or is_integer_list(v))
 WEIGHT_LIST = OptionKind(
     "a list of numbers >= 0",
-    lambda v: _items(v) is not None and all(WEIGHT.accepts(w) for w in _items(v)))
+    lambda v: items_of(v) is not None and all(WEIGHT.accepts(w) for w in items_of(v)))
 #: A run length in epochs, None meaning fit's `epochs`.
 EPOCHS = optional(POSITIVE, "fit's epochs")
 
@@ -261,7 +183,7 @@ def resolve_exit_choice(choice, candidates: Sequence[int], option: str) -> list[
     if isinstance(choice, str) and choice == "all_but_last":
         return candidates[:-1]
     EXIT_CHOICE.check(option, choice)
-    chosen = [int(e) for e in _items(choice)]
+    chosen = [int(e) for e in items_of(choice)]
     if any(e not in candidates for e in chosen):
         raise ValueError(f"{option}={list(choice)} is invalid: valid exits are {candidates}.")
     return chosen
@@ -287,18 +209,17 @@ class Objective:
     method: ClassVar[str]
     PRESETS: ClassVar[dict[str, dict]]
     TERMS: ClassVar[tuple[str, ...]]
-    #: The exit head the paper's architecture uses (None: the builder's default).
+    #: The exit head the paper's architecture uses where the family can build it (None:
+    #: the builder's default); see `network_options`.
     HEAD: ClassVar[str | None] = None
     #: Options that are choices among fixed strings: option -> valid values.
     CHOICES: ClassVar[dict[str, tuple]] = {}
     #: Every other option's kind (WEIGHT, FRACTION, POSITIVE, FLAG, EXIT_CHOICE, ...).
     OPTION_KINDS: ClassVar[dict[str, OptionKind]] = {}
-    #: The zoo builds the plain network (no shallow exit) unless exits are asked for.
+    #: The method trains the plain network (no shallow exit) unless exits are asked for.
     PLAIN_NETWORK: ClassVar[bool] = False
     #: Training batches must be class pairs (CS-KD): the input pipelines build them.
     PAIRED_BATCHES: ClassVar[bool] = False
-    #: The zoo builds `branches` copies of the last stage and a gate (ONE), not exits.
-    BRANCH_ENSEMBLE: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -374,6 +295,19 @@ class Objective:
     def compute(self, labels, logits: list, features: list | None, *, sample_weight,
                 distill: bool, cross_replica_sum, epoch, total_epochs) -> dict:
         raise NotImplementedError
+
+    def network_options(self) -> dict:
+        """What network the method trains, as defaults of the zoo builders' keywords (the
+        one place a method says so; a keyword the user gives wins): `default_head`
+        (the head used when `head` is not given and the family can build it), `exits`
+        (`()` for methods that train the plain network), `branches` (ONE's copies of
+        the last stage)."""
+        options = {}
+        if self.HEAD is not None:
+            options["default_head"] = self.HEAD
+        if self.PLAIN_NETWORK:
+            options["exits"] = ()
+        return options
 
     def terms(self, y_true, y_pred: dict, sample_weight=None, *, training: bool = True,
               cross_replica_sum: Callable | None = None, epoch=0.0, total_epochs=1.0

@@ -81,7 +81,10 @@ class ONELoss(Objective):
     CHOICES = {"ramp": ("sigmoid", "linear")}
     OPTION_KINDS = {"branches": integer_at_least(2), "temperature": POSITIVE,
                     "kd_weight": WEIGHT, "ramp_epochs": optional(POSITIVE, "no ramp")}
-    BRANCH_ENSEMBLE = True
+
+    def network_options(self) -> dict:
+        # K copies of the last stage side by side, and a gate: not a chain of exits.
+        return {"branches": self.config["branches"]}
 
     def validate(self, num_exits: int) -> None:
         if num_exits != self.config["branches"] + 1:

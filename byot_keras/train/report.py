@@ -10,8 +10,7 @@ import sys
 
 import keras
 
-from byot_keras.saving import replace_atomically
-from byot_keras.train.trainer import write_json_atomically
+from byot_keras.saving import replace_atomically, write_json_atomically
 
 
 def library_versions() -> dict:

@@ -21,243 +21,41 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import glob
-import json
 import os
 import sys
-import tempfile
-import time
 
 import keras
 import numpy as np
 
+from byot_keras.saving import write_json_atomically
+from byot_keras.train.checkpoints import (
+    EpochCheckpoint,
+    NonFiniteLossGuard,
+    read_csv_log,
+    read_state,
+    restore_checkpoint,
+    trim_csv_log,
+)
 from byot_keras.train.config import TrainConfig
+from byot_keras.train.distribute import (
+    check_global_batch,
+    select_strategy,
+    work_around_keras_multiworker_bugs,
+    worker_role,
+)
 from byot_keras.train.run_folder import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     LOG_DIR,
-    STATE_FILE,
     WORKERS_DIR,
     check_run_dir,
 )
-from byot_keras.training import method_trait
 
 EARLY_EXIT_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-# ---------------------------------------------------------------------------------------
-# Strategy
-
-
-def select_strategy(name: str, devices=(), tpu: str | None = None):
-    """The `tf.distribute` strategy called `name` (see `config.STRATEGIES`).
-
-    "mirrored": all local GPUs (or `devices`, e.g. ["/cpu:0", "/cpu:1"]);
-    "multiworker": `MultiWorkerMirroredStrategy`, the cluster from `TF_CONFIG`;
-    "tpu": `TPUStrategy` on the TPU named `tpu` (default: the local/Cloud TPU VM).
-    Create it before any other TensorFlow work (collective ops are configured at start-up).
-    """
-    import tensorflow as tf
-
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy(list(devices) or None)
-    if name == "multiworker":
-        _check_tf_config()
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except Exception as error:
-            raise ValueError(f"--strategy tpu: no TPU could be reached (tpu={tpu!r}): "
-                             f"{error}") from error
-        return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"Unknown strategy '{name}'. Valid: default, mirrored, multiworker, tpu.")
-
-
-def _check_tf_config() -> dict:
-    text = os.environ.get("TF_CONFIG")
-    example = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}')
-    if not text:
-        raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable on "
-                         f"every worker, e.g. TF_CONFIG='{example}' (index 1 on the second).")
-    try:
-        tf_config = json.loads(text)
-        workers = tf_config["cluster"]["worker"]
-        task = tf_config["task"]
-        int(task["index"])
-        str(task["type"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"TF_CONFIG is not valid ({error}); expected e.g. '{example}'.") from error
-    if not isinstance(workers, list) or not workers:
-        raise ValueError(f"TF_CONFIG lists no workers; expected e.g. '{example}'.")
-    return tf_config
-
-
-def worker_role(strategy) -> tuple[bool, str]:
-    """(is this the chief?, a name for this worker). Single-process strategies: chief."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    task_id = getattr(resolver, "task_id", None)
-    if not task_type or task_type in ("chief", "tpu_worker") or resolver is None:
-        return True, "chief"
-    cluster = resolver.cluster_spec().as_dict()
-    is_chief = task_type == "worker" and task_id == 0 and "chief" not in cluster
-    return is_chief, f"{task_type}_{task_id}"
-
-
-def check_global_batch(batch_size: int, replicas: int) -> int:
-    """The per-replica batch; the global `batch_size` must split evenly."""
-    if batch_size % replicas:
-        raise ValueError(
-            f"--batch_size {batch_size} (the global batch) does not split evenly over "
-            f"{replicas} replicas; use a multiple of {replicas}, e.g. "
-            f"{max(replicas, batch_size // replicas * replicas)}.")
-    return batch_size // replicas
-
-
-# ---------------------------------------------------------------------------------------
-# Files
-
-
-def write_json_atomically(data, path: str) -> str:
-    """Writes `data` as JSON through a temporary file renamed over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(model: keras.Model, directory: str, epoch: int, state: dict) -> str:
-    """Saves weights + optimizer state after `epoch` epochs. The weights go to a new
-    file, then `state.json` is switched to it atomically, then older files are removed:
-    a process killed at any moment leaves a complete checkpoint behind."""
-    os.makedirs(directory, exist_ok=True)
-    name = f"epoch_{epoch:04d}.weights.h5"
-    temporary = os.path.join(directory, f".tmp-{name}")
-    model.save_weights(temporary)
-    os.replace(temporary, os.path.join(directory, name))
-    write_json_atomically({**state, "epoch": epoch, "weights": name},
-                          os.path.join(directory, STATE_FILE))
-    for old in glob.glob(os.path.join(directory, "epoch_*.weights.h5")):
-        if os.path.basename(old) != name:
-            os.remove(old)
-    return os.path.join(directory, name)
-
-
-def restore_checkpoint(model: keras.Model, directory: str) -> dict:
-    """Loads the last checkpoint into `model` (built and compiled); returns its state
-    (`epoch`: completed epochs, 0 and nothing loaded when there is none)."""
-    path = os.path.join(directory, STATE_FILE)
-    if not os.path.exists(path):
-        return {"epoch": 0, "train_seconds": 0.0, "resumed": []}
-    with open(path) as f:
-        state = json.load(f)
-    weights = os.path.join(directory, state["weights"])
-    if not os.path.exists(weights):
-        raise ValueError(f"Checkpoint {path} refers to {weights}, which is missing; delete "
-                         f"'{directory}' to start over.")
-    if not model.optimizer.built:  # its variables must exist to receive the saved state
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(weights)
-    return state
-
-
-class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stops training at the first batch whose running loss is NaN or infinite."""
-
-    def __init__(self):
-        super().__init__()
-        self.failure = None
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)):
-            self.failure = {"epoch": self._epoch + 1, "step": batch + 1, "loss": float(loss)}
-            self.model.stop_training = True
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves a checkpoint after every completed epoch whose loss is finite, with the
-    cumulative training time."""
-
-    def __init__(self, directory: str, guard: NonFiniteLossGuard, state: dict):
-        super().__init__()
-        self.directory = directory
-        self.guard = guard
-        self.state = dict(state)
-        self._start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if self.guard.failure or loss is None or not np.isfinite(float(loss)):
-            return  # keep the last good checkpoint
-        self.state["train_seconds"] = (self.state.get("train_seconds", 0.0)
-                                       + time.perf_counter() - self._start)
-        save_checkpoint(self.model, self.directory, epoch + 1, self.state)
-
-
-def _trim_csv_log(path: str, completed_epochs: int) -> None:
-    """Keeps the CSV log's rows of the epochs the checkpoint holds (a killed run may have
-    logged an epoch whose checkpoint it did not finish)."""
-    if not os.path.exists(path):
-        return
-    if completed_epochs == 0:
-        os.remove(path)
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        return
-    header, body = rows[0], [r for r in rows[1:] if r and int(r[0]) < completed_epochs]
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=folder)
-    with os.fdopen(handle, "w", newline="") as f:
-        csv.writer(f).writerows([header, *body])
-    os.replace(temporary, path)
-
-
-def read_csv_log(path: str) -> list[dict]:
-    """The CSV log as a list of {column: float} rows (one per epoch)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [{k: _number(v) for k, v in row.items() if _number(v) is not None}
-                for row in csv.DictReader(f)]
-
-
-def _number(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):  # CSVLogger writes "NA" for metrics it did not get
-        return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,7 +197,7 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
         model.optimizer.build(model.trainable_variables)
         multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         if multiworker:
-            _work_around_keras_multiworker_bugs(model)
+            work_around_keras_multiworker_bugs(model)
         checkpoint_dir = os.path.join(run_dir, CHECKPOINT_DIR)
         state = restore_checkpoint(model, checkpoint_dir)
     initial_epoch = int(state["epoch"])
@@ -412,12 +210,12 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
         source, config.batch_size, seed=config.seed, augment=config.augment,
         epochs=config.epochs, initial_epoch=initial_epoch, cache=config.cache,
         shuffle_buffer=config.shuffle_buffer, dtype=dtype,
-        class_pairs=method_trait(model, "PAIRED_BATCHES"))
+        class_pairs=getattr(model, "paired_batches", False))
     eval_data = pipeline.evaluation_dataset(source, config.eval_batch_size, dtype=dtype)
 
     guard = NonFiniteLossGuard()
     csv_path = os.path.join(run_dir, "log.csv")
-    _trim_csv_log(csv_path, initial_epoch)
+    trim_csv_log(csv_path, initial_epoch)
     all_callbacks = [
         guard,
         keras.callbacks.CSVLogger(csv_path, append=True),
@@ -439,13 +237,13 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
                   shuffle=False, verbose=verbose)  # the pipeline shuffles
     if guard.failure:
         failure = guard.failure
-        kept = _read_state(checkpoint_dir).get("epoch", 0)
+        kept = read_state(checkpoint_dir).get("epoch", 0)
         raise TrainingDiverged(
             f"The training loss became {failure['loss']} at epoch {failure['epoch']}, step "
             f"{failure['step']}: training stopped. The last good checkpoint (after epoch "
             f"{kept}) is kept in '{checkpoint_dir}'. Try a lower --lr (now {config.lr}) in a "
             "new --output_dir, and check the data for NaN/inf values.")
-    state = _read_state(checkpoint_dir)
+    state = read_state(checkpoint_dir)
     return finish(model, config, source, eval_data, run_dir, strategy, state,
                   multiworker=multiworker)
 
@@ -455,6 +253,9 @@ def dtype_policy(name: str):
     """Builds the model under Keras' dtype policy `name` ("float32", "mixed_float16",
     "mixed_bfloat16"); the global policy is restored afterwards. A mixed_float16 model's
     optimizer is wrapped in a LossScaleOptimizer by `compile`."""
+    if name == "float32":  # the default: keep the global policy (and floatx) as set
+        yield
+        return
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:
@@ -463,45 +264,10 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-def _work_around_keras_multiworker_bugs(model: keras.Model) -> None:
-    """Two Keras 3.15 bugs break `fit` under MultiWorkerMirroredStrategy
-    (keras-team/keras#20585, open; tensorflow/tensorflow#72388); both are patched on this
-    model instance only:
-
-    1. `fit`/`evaluate` first average one batch across workers with
-       `strategy.reduce("MEAN", (x, y))`, which fails for a tuple of per-replica values,
-       only to build the model, metrics and optimizer symbolically. Ours are built
-       already (the optimizer explicitly), so the step is skipped.
-    2. Each step's logs are averaged with `strategy.reduce("MEAN", v, axis=0)`, which
-       fails for the scalar metric values. The steps return them with shape (1,); the
-       values are already synchronised, so the mean across workers is the value. (Epoch
-       logs are read from the metrics themselves and stay scalars.)
-    """
-    from keras import ops
-
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-    def with_vector_logs(step):
-        def wrapped(data):
-            return {name: ops.reshape(value, (1,)) for name, value in step(data).items()}
-        return wrapped
-
-    model.train_step = with_vector_logs(model.train_step)
-    model.test_step = with_vector_logs(model.test_step)
-
-
 def _tensorboard_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None
-
-
-def _read_state(checkpoint_dir: str) -> dict:
-    path = os.path.join(checkpoint_dir, STATE_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
 
 
 def _verbosity(verbose: str) -> int:
@@ -544,10 +310,8 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
 
     # The early-exit table needs every logit on one process: not under multiworker. ONE's
     # exits are side-by-side branches, not a chain an image could leave early.
-    branches = method_trait(model, "BRANCH_ENSEMBLE")
-    evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker and not branches)
-    if hasattr(model, "input_normalization"):  # saved with it: exports build it in
-        model.input_normalization = source.normalization
+    chain = getattr(model, "exits_form_a_chain", True)
+    evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker and chain)
     model_file = save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     training = {
         "epochs_completed": int(state.get("epoch", 0)),
@@ -556,7 +320,7 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
         "steps_per_epoch": source.num_train // config.batch_size,
         "global_batch_size": config.batch_size,
         # CS-KD: a batch is batch_size class pairs
-        "images_per_step": config.batch_size * (2 if method_trait(model, "PAIRED_BATCHES")
+        "images_per_step": config.batch_size * (2 if getattr(model, "paired_batches", False)
                                                 else 1),
         "replicas": int(strategy.num_replicas_in_sync),
         "strategy": config.strategy,

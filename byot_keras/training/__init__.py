@@ -12,7 +12,6 @@ from byot_keras.training.cohort import CohortModel
 from byot_keras.training.schedule import EpochClock, ScheduledModel
 from byot_keras.training.self_distillation import (
     SelfDistillationModel,
-    method_trait,
     resolve_objective,
 )
 from byot_keras.training.teacher import TeacherDistillationModel
@@ -23,6 +22,5 @@ __all__ = [
     "ScheduledModel",
     "SelfDistillationModel",
     "TeacherDistillationModel",
-    "method_trait",
     "resolve_objective",
 ]

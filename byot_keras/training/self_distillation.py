@@ -8,23 +8,19 @@ loop (callbacks, distribution, `steps_per_execution`) stays untouched.
 
 from __future__ import annotations
 
+import json
+
 import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
+from byot_keras.networks.structure import ExitInfo, forms_a_chain, structure_from_layer_names
 from byot_keras.training.checks import assert_label_values, pin_image_shape
 from byot_keras.training.schedule import (
     ScheduledModel,
     cross_replica_sum,
     per_replica_share,
 )
-
-
-def method_trait(model, trait: str) -> bool:
-    """Whether `model`'s training objective sets the class flag `trait` (e.g.
-    "PAIRED_BATCHES" for CS-KD, "BRANCH_ENSEMBLE" for ONE); False for a model without an
-    objective (a bare network, a custom model)."""
-    return bool(getattr(getattr(model, "objective", None), trait, False))
 
 
 def resolve_objective(objective=None, method: str | None = None, options: dict | None = None
@@ -95,7 +91,7 @@ class SelfDistillationModel(ScheduledModel):
     """
 
     def __init__(self, network: keras.Model, objective=None, method: str | None = None,
-                 **kwargs):
+                 exit_structure=None, builder: dict | None = None, **kwargs):
         model_kwargs = {k: kwargs.pop(k) for k in ("name", "trainable", "dtype") if k in kwargs}
         super().__init__(**model_kwargs)
         output_names = sorted(network.output) if isinstance(network.output, dict) else []
@@ -110,6 +106,12 @@ class SelfDistillationModel(ScheduledModel):
                 f"got outputs {output_names or type(network.output).__name__}."
             )
         self.network = network
+        # How the network was built (byot_keras.zoo) and its exits' structure
+        # (byot_keras.networks.structure); None for models saved before they were kept.
+        # Kept as JSON text: Keras would wrap dict and list attributes for tracking.
+        self._builder_json = None if builder is None else json.dumps(builder)
+        self._exit_structure_json = None if exit_structure is None else json.dumps(
+            [e if isinstance(e, dict) else e.to_dict() for e in exit_structure])
         self.objective = resolve_objective(objective, method, kwargs)
         if isinstance(self.objective, losses_lib.CohortObjective):
             raise ValueError(
@@ -152,6 +154,31 @@ class SelfDistillationModel(ScheduledModel):
     @property
     def num_exits(self) -> int:
         return len(self.exit_names)
+
+    @property
+    def exit_structure(self) -> tuple[ExitInfo, ...]:
+        """Per exit: the trunk section it follows, its feature width, and whether it is
+        a link of the early-exit chain or a parallel branch (ONE)."""
+        if self._exit_structure_json is None:  # saved before the structure was recorded
+            return structure_from_layer_names(self.network)
+        return tuple(ExitInfo.from_dict(e) for e in json.loads(self._exit_structure_json))
+
+    @property
+    def builder(self) -> dict | None:
+        """How the zoo built the model: {"name", "args", "kwargs", "num_classes",
+        "input_shape"} (None for models saved before it was recorded)."""
+        return None if self._builder_json is None else json.loads(self._builder_json)
+
+    @property
+    def exits_form_a_chain(self) -> bool:
+        """Whether an early-exit cascade runs through the exits in order (not for ONE's
+        side-by-side branches)."""
+        return forms_a_chain(self.exit_structure)
+
+    @property
+    def paired_batches(self) -> bool:
+        """Whether training needs class-paired batches (CS-KD)."""
+        return bool(self.objective.PAIRED_BATCHES)
 
     def _expected_image_shape(self) -> tuple | None:
         if len(self.network.inputs) != 1:
@@ -260,6 +287,8 @@ class SelfDistillationModel(ScheduledModel):
         config.update({
             "network": keras.saving.serialize_keras_object(self.network),
             "objective": keras.saving.serialize_keras_object(self.objective),
+            "exit_structure": [info.to_dict() for info in self.exit_structure],
+            "builder": self.builder,
         })
         return config
 

@@ -20,7 +20,7 @@ Each pool halves the resolution, which is what the exit heads assume. Two varian
   Dense 4096 -> ReLU -> Dense. At 224 px with 1000 classes the deepest exit has
   torchvision's 61,100,840 parameters. torchvision adaptive-pools the last map to 6x6
   first; here it is flattened as is (the same at 224 px; other sizes change the first
-  Dense's fan-in), as in `byot_keras.zoo.vgg`.
+  Dense's fan-in), as in `byot_keras.networks.vgg`.
 
 conv1 pads explicitly (PyTorch's symmetric padding) and then convolves without padding,
 so the sampling grid matches the reference code; the other convs are "same" (equal to
@@ -35,20 +35,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-
-from byot_keras.zoo import namespace
-from byot_keras.zoo.common import (
+from byot_keras.networks import namespace
+from byot_keras.networks.common import (
     build_multi_exit_model,
     check_num_classes,
-    check_weights,
     conv2d,
     conv_initializer,
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_single_exit_variant, register_variant
+from byot_keras.networks.namespace import layers
+from byot_keras.networks.registry import register_single_exit_variant, register_variant
+from byot_keras.networks.structure import MultiExitNetwork
 
 # (filters, kernel) of the five convs, and the section each belongs to.
 CONVS = ((64, 11), (192, 5), (384, 3), (256, 3), (256, 3))
@@ -126,18 +124,16 @@ def build_alexnet(
     name: str,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     variant: str = "auto",
     exits: Sequence[int] | None = None,
     head: str = "sepconv",
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+) -> MultiExitNetwork:
     """Builds AlexNet with an exit after every chosen pooling block."""
     check_num_classes(num_classes)
-    check_weights(weights)
     input_shape, variant = resolve_variant(input_shape, variant, name)
     conv1_padding, pool_size = VARIANT_GEOMETRY[variant]
     inputs = namespace.Input(shape=input_shape, name="image")
@@ -164,14 +160,16 @@ def build_alexnet(
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
         head=head, attention=attention, head_width=section_channels[-1],
-        sync_batchnorm=sync_batchnorm, objective=objective,
+        sync_batchnorm=sync_batchnorm, default_head=default_head,
     )
 
 
 _ARGS = """num_classes: number of classes (>= 2); every exit outputs logits.
         input_shape: (height, width, channels); default (32, 32, 3). At least 29 px for
             the "cifar" variant, 63 px for "imagenet".
-        weights: must be None (no pretrained weights are shipped).
+        weights: None, a checkpoint name (`zoo.list_pretrained()`) or a .npz / .keras /
+            .weights.h5 file; with `reset_classifiers=True`, weights of another
+            num_classes load with fresh classifiers.
         name: model name.
         variant: "auto" ("cifar" up to 64 px, "imagenet" above), "cifar" (pytorch-
             classification's CIFAR AlexNet: 2x2 pools, one Dense) or "imagenet"

@@ -7,7 +7,7 @@ tensorflow-model-optimization's QAT and pruning accept. Nothing here imports tf_
 the caller passes the module in (see `byot_keras.compress`).
 
 Example:
-    >>> from byot_keras.zoo import namespace
+    >>> from byot_keras.networks import namespace
     >>> namespace.current().__name__
     'keras'
 """

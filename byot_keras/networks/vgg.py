@@ -22,20 +22,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-
-from byot_keras.zoo import namespace
-from byot_keras.zoo.common import (
+from byot_keras.networks import namespace
+from byot_keras.networks.common import (
     batch_norm,
     build_multi_exit_model,
     check_num_classes,
-    check_weights,
     conv2d,
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_plain_variant, register_variant
+from byot_keras.networks.namespace import layers
+from byot_keras.networks.registry import register_plain_variant, register_variant
+from byot_keras.networks.structure import MultiExitNetwork
 
 # Convs per block for Simonyan & Zisserman's configurations A (11), B (13), D (16), E (19).
 VGG_CONFIGS = {
@@ -100,18 +98,16 @@ def build_vgg(
     name: str,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     classifier: str = "auto",
     exits: Sequence[int] | None = None,
     head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+) -> MultiExitNetwork:
     """Builds a 5-block batch-norm VGG with an exit after every chosen block."""
     check_num_classes(num_classes)
-    check_weights(weights)
     input_shape, classifier = resolve_classifier(input_shape, classifier, name)
     inputs = namespace.Input(shape=input_shape, name="image")
     x = inputs
@@ -135,7 +131,7 @@ def build_vgg(
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
         head=head, attention=attention, head_width=section_channels[-1],
-        sync_batchnorm=sync_batchnorm, objective=objective, branch_block=branch_block,
+        sync_batchnorm=sync_batchnorm, default_head=default_head, branch_block=branch_block,
     )
 
 
@@ -145,7 +141,9 @@ _DOC = """Builds {title} with batch norm and BYOT exits after pooling blocks 1-4
     Args:
         num_classes: number of classes (>= 2); every exit outputs logits.
         input_shape: (height, width, channels), at least 32 px; default (32, 32, 3).
-        weights: must be None (no pretrained weights are shipped).
+        weights: None, a checkpoint name (`zoo.list_pretrained()`) or a .npz / .keras /
+            .weights.h5 file; with `reset_classifiers=True`, weights of another
+            num_classes load with fresh classifiers.
         name: model name.
         classifier: "auto" ("cifar" up to 64 px, "imagenet" above), "cifar" (global
             average pooling -> Dense, as kuangliu's pytorch-cifar VGG) or "imagenet"

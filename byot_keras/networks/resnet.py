@@ -11,21 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-
-from byot_keras.zoo import namespace
-from byot_keras.zoo.common import (
+from byot_keras.networks import namespace
+from byot_keras.networks.common import (
+    BUILDER_OPTION_KINDS,
     batch_norm,
     build_branch_ensemble_model,
     build_multi_exit_model,
     check_num_classes,
-    check_weights,
     conv2d,
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_plain_variant, register_variant
+from byot_keras.networks.namespace import layers
+from byot_keras.networks.registry import register_plain_variant, register_variant
+from byot_keras.networks.structure import MultiExitNetwork
 
 
 def basic_block(x, in_channels: int, filters: int, stride: int, *, name: str,
@@ -92,7 +91,6 @@ def build_resnet(
     name: str,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     stem_type: str = "auto",
     exits: Sequence[int] | None = None,
     head: str | None = None,
@@ -101,15 +99,14 @@ def build_resnet(
     groups: int = 1,
     width_per_group: int = 64,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
-    """Builds a 4-stage ResNet/ResNeXt with an exit after every chosen stage (or, for
-    `method="one"`, with `branches` copies of the last stage and a gate)."""
-    from byot_keras.training import resolve_objective
-
+    default_head: str | None = None,
+    branches: int | None = None,
+) -> MultiExitNetwork:
+    """Builds a 4-stage ResNet/ResNeXt with an exit after every chosen stage (or, with
+    `branches` (ONE), that many copies of the last stage and a gate)."""
     check_num_classes(num_classes)
-    check_weights(weights)
-    objective = resolve_objective(objective)
+    if branches is not None:
+        BUILDER_OPTION_KINDS["branches"].check("branches", branches, f"{name} option")
     input_shape, stem_type = resolve_input(input_shape, stem_type, name, 8)
     base = scaled(64, width_multiplier)
     inputs = namespace.Input(shape=input_shape, name="image")
@@ -130,15 +127,15 @@ def build_resnet(
     sections, section_channels = [], []
     last = len(blocks_per_stage)
     for stage in range(1, last + 1):
-        if stage == last and objective.BRANCH_ENSEMBLE:
+        if stage == last and branches is not None:
             if exits is not None or head is not None or attention is not None:
-                raise ValueError("method 'one' builds branches of the last stage, not exits: "
-                                 "exits=, head= and attention= do not apply to it.")
-            branches = [build_stage(x, in_channels, stage, prefix=f"branch{b}_")[0]
-                        for b in range(1, objective.config["branches"] + 1)]
+                raise ValueError("branches= (ONE: copies of the last stage and a gate) builds "
+                                 "no shallow exits: exits=, head= and attention= do not "
+                                 "apply to it.")
+            copies = [build_stage(x, in_channels, stage, prefix=f"branch{b}_")[0]
+                      for b in range(1, branches + 1)]
             return build_branch_ensemble_model(
-                inputs, x, branches, num_classes, name=name, objective=objective,
-                sync_batchnorm=sync_batchnorm)
+                inputs, x, copies, num_classes, name=name, sync_batchnorm=sync_batchnorm)
         x, in_channels = build_stage(x, in_channels, stage)
         x = layers.Identity(name=f"section_{stage}")(x)
         sections.append(x)
@@ -150,7 +147,7 @@ def build_resnet(
 
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
-        head=head, attention=attention, sync_batchnorm=sync_batchnorm, objective=objective,
+        head=head, attention=attention, sync_batchnorm=sync_batchnorm, default_head=default_head,
         branch_block=branch_block,
     )
 
@@ -160,7 +157,9 @@ _DOC = """Builds {title} with BYOT exits after each stage (4 exits by default).
     Args:
         num_classes: number of classes (>= 2); every exit outputs logits.
         input_shape: (height, width, channels); default (32, 32, 3).
-        weights: must be None (no pretrained weights are shipped).
+        weights: None, a checkpoint name (`zoo.list_pretrained()`) or a .npz / .keras /
+            .weights.h5 file; with `reset_classifiers=True`, weights of another
+            num_classes load with fresh classifiers.
         name: model name.
         stem_type: "auto" (CIFAR stem up to 64 px, ImageNet stem above), "cifar" or
             "imagenet".

@@ -1,5 +1,5 @@
 """Pieces every family shares: layer factories, argument checks, and the one function
-that turns a backbone's sections into a multi-exit training model."""
+that turns a backbone's sections into a multi-exit network (and its structure)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from collections.abc import Callable, Sequence
 
 import keras
 
-from byot_keras.losses.core import (
+from byot_keras.networks import namespace
+from byot_keras.networks.namespace import layers
+from byot_keras.networks.structure import BRANCH, CHAIN, GATE, ExitInfo, MultiExitNetwork
+from byot_keras.options import (
     FLAG,
     POSITIVE,
     OptionKind,
@@ -17,8 +20,6 @@ from byot_keras.losses.core import (
     number_in,
     optional,
 )
-from byot_keras.zoo import namespace
-from byot_keras.zoo.namespace import layers
 
 
 def conv_initializer() -> keras.initializers.Initializer:
@@ -83,6 +84,7 @@ BUILDER_OPTION_KINDS: dict[str, OptionKind] = {
     "compression": number_in(0, 1, open_low=True),
     "groups": integer_at_least(1),
     "width_per_group": integer_at_least(1),
+    "branches": integer_at_least(2),
 }
 
 
@@ -98,15 +100,6 @@ def check_builder_options(options: dict, builder: str) -> None:
 
 def check_num_classes(num_classes) -> None:
     BUILDER_OPTION_KINDS["num_classes"].check("num_classes", num_classes)
-
-
-def check_weights(weights) -> None:
-    if weights is not None:
-        raise ValueError(
-            f"weights={weights!r} is not available: byot_keras ships no pretrained weights "
-            "(and nothing is downloaded at run time). Use weights=None and train, or load a "
-            "saved model with keras.saving.load_model(path)."
-        )
 
 
 def resolve_input(input_shape, stem: str, model_name: str, downsampling_without_stem: int):
@@ -176,13 +169,13 @@ def build_multi_exit_model(
     name: str,
     exits: Sequence[int] | None = None,
     head: str | None = None,
+    default_head: str | None = None,
     attention: bool | None = None,
     head_width: int | None = None,
     sync_batchnorm: bool = False,
-    objective=None,
     branch_block: Callable | None = None,
-):
-    """Attaches exit heads to a backbone and wraps it for self-distillation training.
+) -> MultiExitNetwork:
+    """Attaches exit heads to a backbone: the multi-exit network and its structure.
 
     Args:
         inputs: the backbone's `keras.Input`.
@@ -191,28 +184,19 @@ def build_multi_exit_model(
         section_channels: channel count of each section output.
         deepest_feature: the pooled feature vector that feeds the backbone classifier
             (the classifier itself, a Dense layer named `exit_<N>`, is added here).
+        head: the exit head (`HEADS`); None: `default_head` where this family can build
+            it (a training method's own head, e.g. MSD's "blocks"), else "sepconv".
         head_width: feature width of the shallow heads (default: `section_channels[-1]`).
-        objective: the training objective (a `byot_keras.losses` object, or what
-            `byot_keras.training.resolve_objective` accepts).
         branch_block: for `head="blocks"`: `branch_block(x, in_channels, section, name)`
             builds one block of section `section`'s type (with its downsampling) that
             outputs `section_channels[section - 1]` channels.
     """
-    from byot_keras.training import SelfDistillationModel, resolve_objective
-    from byot_keras.zoo import heads as heads_lib
+    from byot_keras.networks import heads as heads_lib
 
-    objective = resolve_objective(objective)
-    if objective.BRANCH_ENSEMBLE:
-        raise ValueError(
-            f"method '{objective.method}' needs copies of the network's last stage, which "
-            f"only the ResNet family builds (resnet18_byot ... resnet152_byot, "
-            f"resnext50_32x4d_byot); {name} does not.")
-    if head is None:  # the method's own head where the family can build it
-        head = objective.HEAD or "sepconv"
+    if head is None:
+        head = default_head or "sepconv"
         if head == "blocks" and branch_block is None:
             head = "sepconv"
-    if exits is None and objective.PLAIN_NETWORK:
-        exits = ()  # ce, cskd: single-network methods train the plain network
     if head not in HEADS:
         raise ValueError(f"Unknown head '{head}'. Valid heads: {', '.join(HEADS)}.")
     if head == "blocks" and branch_block is None:
@@ -228,7 +212,7 @@ def build_multi_exit_model(
     head_width = head_width or section_channels[-1]
     num_exits = len(chosen) + 1
 
-    outputs = {}
+    outputs, structure = {}, []
     for exit_index, section in enumerate(chosen, start=1):
         later = list(section_channels[section:])
         later_blocks = []
@@ -247,33 +231,32 @@ def build_multi_exit_model(
             feature
         )
         outputs[f"feature_{exit_index}"] = feature
+        structure.append(ExitInfo(f"exit_{exit_index}", section, int(feature.shape[-1]), CHAIN))
 
     deepest = f"exit_{num_exits}"
     deepest_feature = layers.Identity(name=f"feature_{num_exits}")(deepest_feature)
     outputs[deepest] = layers.Dense(num_classes, name=deepest)(deepest_feature)
     outputs[f"feature_{num_exits}"] = deepest_feature
+    structure.append(ExitInfo(deepest, num_sections, int(deepest_feature.shape[-1]), CHAIN))
     network = namespace.Model(inputs, outputs, name=f"{name}_network")
-    if not namespace.is_keras3():
-        return network  # a tf_keras twin: the bare network, for tfmot (byot_keras.compress)
-    return SelfDistillationModel(network, objective=objective, name=name)
+    return MultiExitNetwork(network, tuple(structure))
 
 
 def build_branch_ensemble_model(inputs, trunk, branches: Sequence, num_classes: int, *,
-                                name: str, objective, sync_batchnorm: bool = False):
+                                name: str, sync_batchnorm: bool = False) -> MultiExitNetwork:
     """ONE's network: `branches` (the last stage's output maps, one per branch) each get
     average pooling and a classifier (exits 1..K); a gate on the shared trunk, GAP ->
     Dense(K) -> BN -> ReLU -> softmax as in the ONE paper, weighs the branches' logits
     into the teacher, exit K + 1 (its feature is the same weighting of the branches'
     features). Standard Keras layers only: nothing custom to register for saving or
     export."""
-    from byot_keras.training import SelfDistillationModel
-
     count = len(branches)
-    outputs, logits, features = {}, [], []
+    outputs, logits, features, structure = {}, [], [], []
     for index, branch in enumerate(branches, start=1):
         feature = layers.GlobalAveragePooling2D(name=f"feature_{index}")(branch)
         outputs[f"feature_{index}"] = feature
         outputs[f"exit_{index}"] = layers.Dense(num_classes, name=f"exit_{index}")(feature)
+        structure.append(ExitInfo(f"exit_{index}", None, int(feature.shape[-1]), BRANCH))
         features.append(layers.Reshape((1, feature.shape[-1]),
                                        name=f"branch{index}_feature_row")(feature))
         logits.append(layers.Reshape((1, num_classes),
@@ -289,7 +272,6 @@ def build_branch_ensemble_model(inputs, trunk, branches: Sequence, num_classes: 
     stacked = layers.Concatenate(axis=1, name="branch_features")(features)
     outputs[f"feature_{count + 1}"] = layers.Dot(axes=(1, 1), name=f"feature_{count + 1}")(
         [gate, stacked])
+    structure.append(ExitInfo(teacher, None, structure[-1].feature_width, GATE))
     network = namespace.Model(inputs, outputs, name=f"{name}_network")
-    if not namespace.is_keras3():
-        return network
-    return SelfDistillationModel(network, objective=objective, name=name)
+    return MultiExitNetwork(network, tuple(structure))

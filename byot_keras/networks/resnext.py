@@ -19,19 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-
-from byot_keras.zoo import namespace
-from byot_keras.zoo.common import (
+from byot_keras.networks import namespace
+from byot_keras.networks.common import (
     build_multi_exit_model,
     check_num_classes,
-    check_weights,
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_model, register_plain_variant, register_variant
-from byot_keras.zoo.resnet import bottleneck_block, build_resnet, stem
+from byot_keras.networks.namespace import layers
+from byot_keras.networks.registry import register_network, register_plain_variant, register_variant
+from byot_keras.networks.resnet import bottleneck_block, build_resnet, stem
+from byot_keras.networks.structure import MultiExitNetwork
 
 CIFAR_BLOCKS_PER_STAGE = (3, 3, 3)
 STEM_CHANNELS = 64
@@ -60,18 +58,16 @@ def build_resnext29(
     name: str,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     exits: Sequence[int] | None = None,
     head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+) -> MultiExitNetwork:
     """Builds the CIFAR ResNeXt-29 (`cardinality` x `base_width`d) with an exit after
     every chosen stage."""
     check_num_classes(num_classes)
-    check_weights(weights)
     num_stages = len(CIFAR_BLOCKS_PER_STAGE)
     input_shape, _ = resolve_input(input_shape, "cifar", name, 2 ** (num_stages - 1))
     base = scaled(STEM_CHANNELS, width_multiplier)
@@ -100,7 +96,7 @@ def build_resnext29(
 
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
-        head=head, attention=attention, sync_batchnorm=sync_batchnorm, objective=objective,
+        head=head, attention=attention, sync_batchnorm=sync_batchnorm, default_head=default_head,
         branch_block=branch_block,
     )
 
@@ -111,7 +107,9 @@ _DOC29 = """Builds the CIFAR {title} (cardinality {cardinality}, {base_width} ch
     Args:
         num_classes: number of classes (>= 2); every exit outputs logits.
         input_shape: (height, width, channels); default (32, 32, 3).
-        weights: must be None (no pretrained weights are shipped).
+        weights: None, a checkpoint name (`zoo.list_pretrained()`) or a .npz / .keras /
+            .weights.h5 file; with `reset_classifiers=True`, weights of another
+            num_classes load with fresh classifiers.
         name: model name.
         exits: stages (1-2) that get a shallow exit; default all.
         head: "sepconv" (official BYOT heads), "bottleneck" (the BYOT paper's reading),
@@ -147,12 +145,11 @@ resnext29_8x64d_byot = _register29("resnext29_8x64d_byot", "ResNeXt-29 (8x64d)",
 resnext29_16x64d_byot = _register29("resnext29_16x64d_byot", "ResNeXt-29 (16x64d)", 16, 64)
 
 
-@register_model
+@register_network
 def resnext50_32x4d_byot(
     *,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     name: str = "resnext50_32x4d_byot",
     stem_type: str = "auto",
     exits: Sequence[int] | None = None,
@@ -160,15 +157,18 @@ def resnext50_32x4d_byot(
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+    branches: int | None = None,
+) -> MultiExitNetwork:
     """Builds ResNeXt-50 (32x4d, torchvision's resnext50_32x4d) with BYOT exits after each
     stage (4 exits by default).
 
     Args:
         num_classes: number of classes (>= 2); every exit outputs logits.
         input_shape: (height, width, channels); default (32, 32, 3).
-        weights: must be None (no pretrained weights are shipped).
+        weights: None, a checkpoint name (`zoo.list_pretrained()`) or a .npz / .keras /
+            .weights.h5 file; with `reset_classifiers=True`, weights of another
+            num_classes load with fresh classifiers.
         name: model name.
         stem_type: "auto" (CIFAR stem up to 64 px, ImageNet stem above), "cifar" or
             "imagenet".
@@ -199,10 +199,10 @@ def resnext50_32x4d_byot(
     check_group_width(scaled(STEM_CHANNELS, width_multiplier), cardinality, base_width, name)
     return build_resnet(
         bottleneck_block, (3, 4, 6, 3), name=name, num_classes=num_classes,
-        input_shape=input_shape, weights=weights, stem_type=stem_type, exits=exits,
+        input_shape=input_shape, stem_type=stem_type, exits=exits,
         head=head, attention=attention, width_multiplier=width_multiplier,
         groups=cardinality, width_per_group=base_width, sync_batchnorm=sync_batchnorm,
-        objective=objective,
+        default_head=default_head, branches=branches,
     )
 
 resnext29_8x64d, resnext29_16x64d, resnext50_32x4d = (

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
-
-from byot_keras.zoo import namespace
-from byot_keras.zoo.common import (
+from byot_keras.networks import namespace
+from byot_keras.networks.common import (
     batch_norm,
     build_multi_exit_model,
     check_num_classes,
-    check_weights,
     conv2d,
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import register_model, register_plain_variant, register_variant
+from byot_keras.networks.namespace import layers
+from byot_keras.networks.registry import register_network, register_plain_variant, register_variant
+from byot_keras.networks.structure import MultiExitNetwork
 
 STEM_CHANNELS = 16
 NUM_GROUPS = 3
@@ -72,15 +70,14 @@ def build_wide_resnet(
     name: str,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     exits: Sequence[int] | None = None,
     head: str | None = None,
     attention: bool | None = None,
     width_multiplier: float = 1.0,
     dropout_rate: float = 0.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+) -> MultiExitNetwork:
     """Builds a CIFAR WRN with `num_blocks` blocks per group and an exit after every
     chosen group."""
     for label, value in (("blocks_per_group", num_blocks), ("width (the widening factor k)",
@@ -90,7 +87,6 @@ def build_wide_resnet(
     if not 0 <= dropout_rate < 1:
         raise ValueError(f"dropout_rate must be in [0, 1); got {dropout_rate}.")
     check_num_classes(num_classes)
-    check_weights(weights)
     input_shape, _ = resolve_input(input_shape, "cifar", name, 2 ** (NUM_GROUPS - 1))
     inputs = namespace.Input(shape=input_shape, name="image")
     in_channels = scaled(STEM_CHANNELS, width_multiplier)
@@ -122,14 +118,16 @@ def build_wide_resnet(
 
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
-        head=head, attention=attention, sync_batchnorm=sync_batchnorm, objective=objective,
+        head=head, attention=attention, sync_batchnorm=sync_batchnorm, default_head=default_head,
         branch_block=branch_block,
     )
 
 
 _ARGS = """num_classes: number of classes (>= 2); every exit outputs logits.
         input_shape: (height, width, channels); default (32, 32, 3).
-        weights: must be None (no pretrained weights are shipped).
+        weights: None, a checkpoint name (`zoo.list_pretrained()`) or a .npz / .keras /
+            .weights.h5 file; with `reset_classifiers=True`, weights of another
+            num_classes load with fresh classifiers.
         name: model name; default {default_name}.
         exits: groups (1-2) that get a shallow exit; default all.
         head: "sepconv" (official BYOT heads), "bottleneck" (the BYOT paper's reading),
@@ -149,14 +147,13 @@ _ARGS = """num_classes: number of classes (>= 2); every exit outputs logits.
         A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`."""
 
 
-@register_model
+@register_network
 def wide_resnet_byot(
     depth: int,
     width: int,
     *,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     name: str | None = None,
     exits: Sequence[int] | None = None,
     head: str | None = None,
@@ -164,13 +161,13 @@ def wide_resnet_byot(
     width_multiplier: float = 1.0,
     dropout_rate: float = 0.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+) -> MultiExitNetwork:
     return build_wide_resnet(
         blocks_per_group(depth), width, name=name or f"wrn{depth}_{width}_byot",
-        num_classes=num_classes, input_shape=input_shape, weights=weights, exits=exits,
+        num_classes=num_classes, input_shape=input_shape, exits=exits,
         head=head, attention=attention, width_multiplier=width_multiplier,
-        dropout_rate=dropout_rate, sync_batchnorm=sync_batchnorm, objective=objective,
+        dropout_rate=dropout_rate, sync_batchnorm=sync_batchnorm, default_head=default_head,
     )
 
 
@@ -214,12 +211,11 @@ wrn16_4_byot = _register("wrn16_4_byot", "WRN-16-4", 16, 4)
 wrn28_10_byot = _register("wrn28_10_byot", "WRN-28-10", 28, 10)
 
 
-@register_model
+@register_network
 def wrn44_8_byot(
     *,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     name: str = "wrn44_8_byot",
     blocks_per_group: int = 6,
     exits: Sequence[int] | None = None,
@@ -228,13 +224,13 @@ def wrn44_8_byot(
     width_multiplier: float = 1.0,
     dropout_rate: float = 0.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+) -> MultiExitNetwork:
     return build_wide_resnet(
         blocks_per_group, 8, name=name, num_classes=num_classes, input_shape=input_shape,
-        weights=weights, exits=exits, head=head, attention=attention,
+        exits=exits, head=head, attention=attention,
         width_multiplier=width_multiplier, dropout_rate=dropout_rate,
-        sync_batchnorm=sync_batchnorm, objective=objective,
+        sync_batchnorm=sync_batchnorm, default_head=default_head,
     )
 
 

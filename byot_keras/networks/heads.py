@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from byot_keras.zoo.common import batch_norm, conv2d, conv_initializer
-from byot_keras.zoo.namespace import layers
+from byot_keras.networks.common import batch_norm, conv2d, conv_initializer
+from byot_keras.networks.namespace import layers
 
 
 def _depthwise(x, stride: int, name: str):

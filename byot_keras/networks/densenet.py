@@ -32,25 +32,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import keras
-
-from byot_keras.zoo import namespace
-from byot_keras.zoo.common import (
+from byot_keras.networks import namespace
+from byot_keras.networks.common import (
     batch_norm,
     build_multi_exit_model,
     check_num_classes,
-    check_weights,
     conv2d,
     resolve_input,
     scaled,
 )
-from byot_keras.zoo.namespace import layers
-from byot_keras.zoo.registry import (
-    register_model,
+from byot_keras.networks.namespace import layers
+from byot_keras.networks.registry import (
+    register_network,
     register_single_exit_variant,
     register_variant,
 )
-from byot_keras.zoo.resnet import stem as resnet_stem
+from byot_keras.networks.resnet import stem as resnet_stem
+from byot_keras.networks.structure import MultiExitNetwork
 
 BOTTLENECK_FACTOR = 4  # the 1x1 conv of a bottleneck layer outputs 4k channels
 CIFAR_BLOCKS = 3
@@ -99,7 +97,6 @@ def build_densenet(
     name: str,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     stem_type: str = "auto",
     bottleneck: bool = True,
     compression: float = 0.5,
@@ -109,8 +106,8 @@ def build_densenet(
     width_multiplier: float = 1.0,
     dropout_rate: float = 0.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+) -> MultiExitNetwork:
     """Builds a DenseNet with `layers_per_block[i]` dense layers in block i and an exit
     after every chosen block."""
     if len(layers_per_block) < 1:
@@ -124,7 +121,6 @@ def build_densenet(
     if not 0 <= dropout_rate < 1:
         raise ValueError(f"dropout_rate must be in [0, 1); got {dropout_rate}.")
     check_num_classes(num_classes)
-    check_weights(weights)
     num_blocks = len(layers_per_block)
     input_shape, stem_type = resolve_input(input_shape, stem_type, name, 2 ** (num_blocks - 1))
     growth = scaled(growth_rate, width_multiplier)
@@ -150,7 +146,7 @@ def build_densenet(
     feature = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return build_multi_exit_model(
         inputs, sections, section_channels, feature, num_classes, name=name, exits=exits,
-        head=head, attention=attention, sync_batchnorm=sync_batchnorm, objective=objective,
+        head=head, attention=attention, sync_batchnorm=sync_batchnorm, default_head=default_head,
     )
 
 
@@ -184,7 +180,9 @@ def default_name(depth: int, growth_rate: int, bottleneck: bool, compression: fl
 
 _ARGS = """num_classes: number of classes (>= 2); every exit outputs logits.
         input_shape: (height, width, channels); default (32, 32, 3).
-        weights: must be None (no pretrained weights are shipped).
+        weights: None, a checkpoint name (`zoo.list_pretrained()`) or a .npz / .keras /
+            .weights.h5 file; with `reset_classifiers=True`, weights of another
+            num_classes load with fresh classifiers.
         name: model name; default {default_name}.
         stem_type: "auto" (CIFAR stem up to 64 px, ImageNet stem above), "cifar" (one 3x3
             conv) or "imagenet" (7x7/2 conv-BN-ReLU + 3x3/2 max-pool).
@@ -207,7 +205,7 @@ def _exit_args(num_blocks: int) -> str:
         """
 
 
-@register_model
+@register_network
 def densenet_byot(
     depth: int,
     growth_rate: int,
@@ -216,7 +214,6 @@ def densenet_byot(
     compression: float = 0.5,
     num_classes: int = 100,
     input_shape: tuple | None = None,
-    weights: str | None = None,
     name: str | None = None,
     stem_type: str = "auto",
     exits: Sequence[int] | None = None,
@@ -225,16 +222,16 @@ def densenet_byot(
     width_multiplier: float = 1.0,
     dropout_rate: float = 0.0,
     sync_batchnorm: bool = False,
-    objective=None,
-) -> keras.Model:
+    default_head: str | None = None,
+) -> MultiExitNetwork:
     num_layers = cifar_layers_per_block(depth, bottleneck)
     return build_densenet(
         (num_layers,) * CIFAR_BLOCKS, growth_rate,
         name=name or default_name(depth, growth_rate, bottleneck, compression),
-        num_classes=num_classes, input_shape=input_shape, weights=weights,
+        num_classes=num_classes, input_shape=input_shape,
         stem_type=stem_type, bottleneck=bottleneck, compression=compression, exits=exits,
         head=head, attention=attention, width_multiplier=width_multiplier,
-        dropout_rate=dropout_rate, sync_batchnorm=sync_batchnorm, objective=objective,
+        dropout_rate=dropout_rate, sync_batchnorm=sync_batchnorm, default_head=default_head,
     )
 
 

@@ -1,0 +1,155 @@
+"""`weights=` on the zoo's builders: a registered checkpoint (a local file, or a URL
+served here on 127.0.0.1 with a good and a bad SHA-256), a .npz / .keras path, weights for
+another configuration (refused, nothing assigned), and the 10 -> 5 class transfer with
+`reset_classifiers=True`. Weights are compared with the source model's, array by array."""
+
+import functools
+import hashlib
+import http.server
+import json
+import threading
+
+import keras
+import numpy as np
+import pytest
+
+from byot_keras import zoo
+from byot_keras.zoo import pretrained
+
+CONFIG = dict(width_multiplier=0.125, exits=[2], head="bottleneck")
+
+
+def network_arrays(model) -> dict:
+    return {f"{layer.name}:{i}": np.asarray(w) for layer in model.network.layers
+            for i, w in enumerate(layer.weights)}
+
+
+def assert_same_weights(model, reference, skip=()):
+    got, want = network_arrays(model), network_arrays(reference)
+    assert set(got) == set(want)
+    for key in want:
+        if key.split(":")[0] not in skip:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A 10-class model with random (non-initial) weights, saved as .npz and .keras."""
+    folder = tmp_path_factory.mktemp("weights")
+    keras.utils.set_random_seed(3)
+    model = zoo.resnet18_byot(num_classes=10, **CONFIG)
+    rng = np.random.default_rng(0)
+    for layer in model.network.layers:
+        layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.weights])
+    npz = pretrained.save_weights_by_name(model.network, folder / "r18.npz")
+    keras_file = folder / "r18.keras"
+    model.save(keras_file)
+    digest = hashlib.sha256(open(npz, "rb").read()).hexdigest()
+    return {"model": model, "npz": npz, "keras": str(keras_file), "sha256": digest,
+            "folder": folder}
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    return tmp_path / "keras_home"
+
+
+@pytest.fixture
+def server(source):
+    """An HTTP server on 127.0.0.1 serving the weights folder."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(source["folder"]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_a_path_to_npz_or_keras_loads_every_weight(source):
+    for path in (source["npz"], source["keras"]):
+        model = zoo.resnet18_byot(num_classes=10, weights=path, **CONFIG)
+        assert_same_weights(model, source["model"])
+
+
+def test_a_registered_file_checkpoint_loads_and_is_listed(source):
+    pretrained.register_pretrained(
+        "resnet18_byot", "test_local", file=source["npz"], sha256=source["sha256"],
+        builder_kwargs={"num_classes": 10, **CONFIG}, dataset="none", accuracy={"exit_1": 1.0},
+        command="python -m pytest tests/test_pretrained.py")
+    model = zoo.create_model("resnet18_byot", num_classes=10, weights="test_local", **CONFIG)
+    assert_same_weights(model, source["model"])
+    [entry] = [e for e in zoo.list_pretrained("resnet18_byot") if e["name"] == "test_local"]
+    assert entry["builder_kwargs"]["width_multiplier"] == 0.125
+    assert entry["source"] == "shipped" and entry["sha256"] == source["sha256"]
+
+
+def test_a_url_checkpoint_is_fetched_verified_and_cached(source, server, keras_home):
+    pretrained.register_pretrained(
+        "resnet18_byot", "test_url", url=f"{server}/r18.npz", sha256=source["sha256"],
+        builder_kwargs={"num_classes": 10, **CONFIG})
+    model = zoo.resnet18_byot(num_classes=10, weights="test_url", **CONFIG)
+    assert_same_weights(model, source["model"])
+    cached = list((keras_home / "models" / "byot_keras").iterdir())
+    assert len(cached) == 1 and hashlib.sha256(cached[0].read_bytes()).hexdigest() == \
+        source["sha256"]
+
+
+def test_a_bad_hash_is_refused_and_nothing_is_cached(source, server, keras_home):
+    pretrained.register_pretrained(
+        "resnet18_byot", "test_bad_hash", url=f"{server}/r18.npz", sha256="ab" * 32,
+        builder_kwargs={"num_classes": 10, **CONFIG})
+    with pytest.raises(ValueError, match=f"SHA-256 {source['sha256']}, not the registered "
+                       f"{'ab' * 32}.*Nothing was loaded"):
+        zoo.resnet18_byot(num_classes=10, weights="test_bad_hash", **CONFIG)
+    cache = keras_home / "models" / "byot_keras"
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_weights_for_another_configuration_are_refused(source):
+    pretrained.register_pretrained(
+        "resnet18_byot", "test_config", file=source["npz"], sha256=source["sha256"],
+        builder_kwargs={"num_classes": 10, **CONFIG})
+    with pytest.raises(ValueError, match=r"width_multiplier=0.125 \(this model: 0.25\)"):
+        zoo.resnet18_byot(num_classes=10, weights="test_config",
+                          **{**CONFIG, "width_multiplier": 0.25})
+    with pytest.raises(ValueError, match="do not fit this model.*difference"):
+        zoo.resnet18_byot(num_classes=10, weights=source["npz"],
+                          **{**CONFIG, "exits": [1, 2]})
+    with pytest.raises(ValueError, match="Only the classifiers differ.*reset_classifiers"):
+        zoo.resnet18_byot(num_classes=5, weights=source["npz"], **CONFIG)
+    with pytest.raises(ValueError, match="'imagenet'.*Registered for resnet18_byot: .*"
+                                         "test_config"):
+        zoo.resnet18_byot(num_classes=10, weights="imagenet", **CONFIG)
+
+
+def test_ten_to_five_class_transfer_keeps_everything_but_the_classifiers(source):
+    keras.utils.set_random_seed(7)
+    fresh = zoo.resnet18_byot(num_classes=5, **CONFIG)
+    keras.utils.set_random_seed(7)
+    model = zoo.resnet18_byot(num_classes=5, weights=source["npz"], reset_classifiers=True,
+                              **CONFIG)
+    classifiers = set(model.exit_names)
+    assert_same_weights_except = {k: v for k, v in network_arrays(source["model"]).items()
+                                  if k.split(":")[0] not in classifiers}
+    got = network_arrays(model)
+    for key, value in assert_same_weights_except.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+    for name in classifiers:  # the classifiers: 5 classes, this build's own initialisation
+        kernel = got[f"{name}:0"]
+        assert kernel.shape[-1] == 5
+        np.testing.assert_array_equal(kernel, network_arrays(fresh)[f"{name}:0"])
+    model.compile(optimizer="sgd")
+    history = model.fit(np.zeros((8, 32, 32, 3)), np.arange(8) % 5, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_checkpoints_of_an_index_file_named_by_the_environment(source, tmp_path, monkeypatch):
+    index = tmp_path / "mine.json"
+    index.write_text(json.dumps([{"builder": "resnet18_byot", "name": "test_env",
+                                  "file": source["npz"], "sha256": source["sha256"],
+                                  "builder_kwargs": {"num_classes": 10, **CONFIG}}]))
+    monkeypatch.setenv(pretrained.USER_INDEX_VARIABLE, str(index))
+    model = zoo.resnet18_byot(num_classes=10, weights="test_env", **CONFIG)
+    assert_same_weights(model, source["model"])
