@@ -52,9 +52,11 @@ def train(x, y, model_name: str, width_multiplier: float, epochs: int, batch_siz
     import keras
 
     from byot_keras import zoo
+    from byot_keras.data import CIFAR_NORMALIZATION
 
     keras.utils.set_random_seed(seed)
     model = zoo.create_model(model_name, num_classes=10, width_multiplier=width_multiplier)
+    model.input_normalization = CIFAR_NORMALIZATION  # as byot-train records it
     steps = epochs * int(np.ceil(len(x) / batch_size))
     model.compile(optimizer=keras.optimizers.SGD(
         keras.optimizers.schedules.CosineDecay(learning_rate, steps), momentum=0.9))
@@ -66,17 +68,21 @@ def compare(model, calibration, images, labels, folder: str) -> list[dict]:
     """Per exit: float/int8 accuracy, agreement of the int8 file and of the int8 cascade
     with the Keras exit, sizes, int8 logit error and the float top-2 gap."""
     from byot_keras.export import CascadeRuntime, LiteRTModel, export_tflite
+    from byot_keras.normalization import to_pixels
 
+    # Logits out, to measure their int8 error; the files take 0..255 pixels.
     manifest = export_tflite(model, folder, quantizations=["float32", "int8"],
-                             representative_data=calibration, multi_signature=False)
+                             representative_data=calibration, multi_signature=False,
+                             exit_outputs="logits")
     expected = model.predict(images, verbose=0)
-    cascade = CascadeRuntime(folder, quantization="int8").exit_logits(images)
+    pixels = to_pixels(images, model.input_normalization)
+    cascade = CascadeRuntime(folder, quantization="int8").exit_logits(pixels)
     rows = []
     for k, entry in enumerate(manifest["exits"], start=1):
         name = f"exit_{k}"
         float_logits = expected[name]
         int8_logits = LiteRTModel(os.path.join(folder, entry["files"]["int8"]["file"])
-                                  ).predict(image=images)["logits"]
+                                  ).predict(image=pixels)["logits"]
         top2 = np.sort(float_logits, axis=-1)[:, -2:]
         answer = float_logits.argmax(-1)
         rows.append({

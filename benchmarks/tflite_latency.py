@@ -94,7 +94,11 @@ def measure(export_dir: str, threads: Sequence[int] = (1, 2), repeats: int = 60,
     num_exits = manifest["num_exits"]
     has_cascade = bool(manifest.get("cascade"))
     shape = [1, *manifest["input"]["shape"][1:]]
-    image = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    # What the files take: 0..255 pixels, or the network's input when the export records
+    # no normalisation.
+    image = (rng.integers(0, 256, size=shape) if manifest["input"].get("pixels")
+             else rng.normal(size=shape)).astype(np.float32)
 
     jobs = []  # (quantization, threads, kind, index, callable)
     for q in quantizations:

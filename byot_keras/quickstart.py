@@ -68,7 +68,7 @@ def train_and_report(model_name: str, width_multiplier: float, objective: str, e
     import numpy as np
 
     from byot_keras import zoo
-    from byot_keras.data import load_digits
+    from byot_keras.data import DIGITS_NORMALIZATION, load_digits
     from byot_keras.inference import early_exit_curve
     from byot_keras.saving import save_model_atomically, write_text_atomically
 
@@ -78,6 +78,7 @@ def train_and_report(model_name: str, width_multiplier: float, objective: str, e
     (x_train, y_train), (x_test, y_test) = load_digits(seed=seed)
     model = zoo.create_model(model_name, num_classes=10, input_shape=x_train.shape[1:],
                              width_multiplier=width_multiplier, objective=objective)
+    model.input_normalization = DIGITS_NORMALIZATION  # what load_digits did to the pixels
     steps = epochs * int(np.ceil(len(x_train) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9))

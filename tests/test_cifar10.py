@@ -2,7 +2,8 @@
 minute on 2 cores, deterministic ops); the tests then check training (every exit beats
 chance), and the TFLite export on real test images (float32 files and the cascade match
 the Keras exits; int8 files and the int8 cascade, which hands int8 trunk tensors on,
-agree with the float model; int8 files are much smaller)."""
+agree with the float model; int8 files are much smaller). The files take the test
+images as 0..255 pixels and normalise them inside, as the model records."""
 
 import keras
 import numpy as np
@@ -12,12 +13,14 @@ import tensorflow as tf
 from byot_keras import zoo
 from byot_keras.data import CIFAR_NORMALIZATION, load_cifar
 from byot_keras.export import LiteRTModel, export_tflite
+from byot_keras.inference import softmax
+from byot_keras.normalization import to_pixels
 
 # int8 agreement with the float model (top-1). An answer flips when int8 noise on the
 # logits exceeds the gap between the two largest ones, so agreement is a property of the
 # trained model: over four briefly trained models (benchmarks/results/int8_agreement.md,
 # 5,000 test images) exit files and cascades agree on 95.1-99.0 %, 24 of 32 reach the
-# 97 % target. This model's shallow exits sit at 96.6-98.3 %, so the suite holds them to
+# 97 % target. This model's shallow exits sit at 96.1-97.2 %, so the suite holds them to
 # 95 % (a broken int8 path lands far below) and the deepest exit to the 97 % target.
 INT8_DEEPEST_MIN = 0.97
 INT8_SHALLOW_MIN = 0.95
@@ -38,6 +41,7 @@ def trained(cifar):
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
     model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.25)
+    model.input_normalization = CIFAR_NORMALIZATION  # as byot-train records it
     epochs, batch = 3, 64
     steps = epochs * int(np.ceil(len(x_train) / batch))
     model.compile(optimizer=keras.optimizers.SGD(
@@ -72,7 +76,7 @@ def exported(trained, cifar, tmp_path_factory):
     # model.tflite holds the exit files' graphs (test_export_multisignature.py checks
     # it against them and the Keras exits); not converted again here, to save time.
     floats = export_tflite(model, folder / "float32", eval_data=eval_data,
-                           normalization=CIFAR_NORMALIZATION, multi_signature=False)
+                           multi_signature=False)
     ints = export_tflite(model, folder / "int8", quantizations=["int8"],
                          multi_signature=False, representative_data=x_train[:200],
                          eval_data=eval_data)
@@ -87,9 +91,9 @@ def test_float32_exit_files_match_keras_on_real_images(trained, cifar, exported)
     expected = model.predict(images, verbose=0)
     for k, entry in enumerate(manifest["exits"], start=1):
         got = LiteRTModel(folder / "float32" / entry["files"]["float32"]["file"]).predict(
-            image=images)["logits"]
-        scale = np.abs(expected[f"exit_{k}"]).max()
-        assert np.abs(got - expected[f"exit_{k}"]).max() <= 1e-4 * scale, k
+            image=to_pixels(images, CIFAR_NORMALIZATION))["probabilities"]
+        want = softmax(np.asarray(expected[f"exit_{k}"], np.float64))
+        assert np.abs(got - want).max() <= 1e-5, k
         assert entry["files"]["float32"]["agreement_with_keras"] >= 0.998
 
 
@@ -99,7 +103,7 @@ def test_chained_cascade_segments_reproduce_the_keras_exits(trained, cifar, expo
     folder, manifest, _ = exported
     images = x_test[:200]
     expected = model.predict(images, verbose=0)
-    feed = {"image": images}
+    feed = {"image": to_pixels(images, CIFAR_NORMALIZATION)}
     for k, entry in enumerate(manifest["exits"], start=1):
         segment = LiteRTModel(folder / "float32" / entry["segment"]["float32"]["file"])
         out = segment.predict(**feed)
@@ -123,7 +127,7 @@ def test_int8_files_agree_with_the_float_model_and_are_much_smaller(exported):
     # and one separable conv per later section; exits hang off sections 1, 2, 3 of 4.
     assert ints["calibration"]["int8_equalized_layer_pairs"] == (2 + 6) + (2 + 4) + (2 + 2)
     assert ints["calibration"]["int8_float_classifier"] is True
-    # Measured on these 1,000 test images: 0.973, 0.982, 0.966, 0.983.
+    # Measured on these 1,000 test images: 0.963, 0.971, 0.972, 0.984.
     assert agreements[-1] >= INT8_DEEPEST_MIN, agreements
     assert min(agreements) >= INT8_SHALLOW_MIN, agreements
     deepest_ratio = floats["exits"][-1]["files"]["float32"]["bytes"] / \
@@ -138,7 +142,7 @@ def test_int8_cascade_hands_int8_trunk_tensors_on_and_agrees(trained, cifar, exp
     assert ints["int8_trunk"] is True
     images = x_test
     expected = model.predict(images, verbose=0)
-    feed = {"image": images}
+    feed = {"image": to_pixels(images, CIFAR_NORMALIZATION)}
     previous = None  # the last segment's int8 "trunk_out" (scale, zero point)
     for k, entry in enumerate(ints["exits"], start=1):
         segment = LiteRTModel(folder / "int8" / entry["segment"]["int8"]["file"])
@@ -151,7 +155,7 @@ def test_int8_cascade_hands_int8_trunk_tensors_on_and_agrees(trained, cifar, exp
         logits = segment.to_float("logits", raw["logits"])
         agreement = np.mean(logits.argmax(-1) == expected[f"exit_{k}"].argmax(-1))
         print(f"int8 cascade exit_{k}: top-1 agreement with Keras {agreement:.3f}")
-        # Measured: 0.966, 0.983, 0.974, 0.982.
+        # Measured: 0.961, 0.970, 0.970, 0.983.
         limit = INT8_DEEPEST_MIN if k == model.num_exits else INT8_SHALLOW_MIN
         assert agreement >= limit, (k, agreement)
         if "trunk_out" in raw:

@@ -22,8 +22,10 @@ import pytest
 from user_files import assert_untouched, put_user_files
 
 from byot_keras import zoo
-from byot_keras.data import load_digits
+from byot_keras.data import DIGITS_NORMALIZATION, load_digits
 from byot_keras.export import LiteRTModel, convert
+from byot_keras.export.metadata import read_metadata
+from byot_keras.normalization import check_normalization, to_pixels
 from byot_keras.saving import save_model_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,27 +229,34 @@ def test_qat_writes_int8_exits_and_cascade_that_agree_with_the_qat_model(runs, d
     _, (x_test, y_test) = digits
     images, labels = x_test[:EVAL], y_test[:EVAL]
     assert manifest["quantizations"] == ["int8"] and manifest["num_exits"] == 2
+    # The model records no normalisation: the export builds in the data set's (digits)
+    # and its files take 0..255 pixels.
+    assert manifest["input"]["pixels"] is True
+    assert manifest["input"]["normalization"] == check_normalization(DIGITS_NORMALIZATION)
+    pixels = to_pixels(images, DIGITS_NORMALIZATION)
     assert manifest["compression"]["finetune"]["loss"].startswith("BYOTLoss")
-    exit_logits = []
+    exit_scores = []
     for k, entry in enumerate(manifest["exits"], start=1):
         info = entry["files"]["int8"]
         assert info["file"] == f"exit_{k}_int8.tflite"
         runner = LiteRTModel(out / info["file"])
         assert _int8_everywhere(runner)
-        logits = runner.predict(image=images)["logits"]
-        exit_logits.append(logits)
-        assert np.mean(logits.argmax(-1) == labels) == pytest.approx(info["accuracy"])
+        assert read_metadata(out / info["file"])["associated_files"]["labels.txt"] == (
+            "\n".join(map(str, range(10))) + "\n").encode()
+        probabilities = runner.predict(image=pixels)["probabilities"]
+        exit_scores.append(probabilities)  # the same top-1 as the exit's logits
+        assert np.mean(probabilities.argmax(-1) == labels) == pytest.approx(info["accuracy"])
         # The int8 file answers like the fake-quantized Keras model it came from.
         assert info["agreement_with_keras"] >= 0.9
         assert abs(info["accuracy"] - entry["keras_accuracy"]) <= 0.05
         assert entry["keras_accuracy"] > 0.5  # fine-tuning kept the exits working
-    trunk = images
+    trunk = pixels
     for k, entry in enumerate(manifest["exits"], start=1):
         info = entry["segment"]["int8"]
         runner = LiteRTModel(out / info["file"])
         assert _int8_everywhere(runner)
         result = runner.predict(**{"image" if k == 1 else "trunk_in": trunk})
-        agreement = np.mean(result["logits"].argmax(-1) == exit_logits[k - 1].argmax(-1))
+        agreement = np.mean(result["logits"].argmax(-1) == exit_scores[k - 1].argmax(-1))
         assert agreement >= 0.95, (k, agreement)
         trunk = result.get("trunk_out")
     assert trunk is None

@@ -16,6 +16,7 @@ from byot_keras.export.equalize import (
     equalization_scales,
     equalize_for_quantization,
 )
+from byot_keras.export.metadata import read_metadata
 from byot_keras.export.tflite import int8_trunk_interface
 
 
@@ -51,9 +52,10 @@ def test_export_writes_files_manifest_and_labels(model, tmp_path):
         info = entry["files"]["float32"]
         assert info["file"] == f"exit_{k}.tflite"
         assert (out / info["file"]).stat().st_size == info["bytes"]
-        assert info["max_abs_diff"] <= 1e-4 * max(1.0, info["logit_scale"])
+        assert info["max_abs_diff"] <= 1e-4 * max(1.0, info["output_scale"])
         runner = LiteRTModel(out / info["file"])
-        assert runner.input_names == ["image"] and runner.output_names == ["logits"]
+        assert runner.input_names == ["image"] and runner.output_names == ["probabilities"]
+        assert info["outputs"] == {"probabilities": [4]}
         assert not any(op.lower().startswith("flex") for op in runner.op_names())
         segment = entry["segment"]["float32"]
         assert segment["file"] == f"cascade/segment_{k}.tflite"
@@ -61,6 +63,14 @@ def test_export_writes_files_manifest_and_labels(model, tmp_path):
     first, last = (entry["segment"]["float32"] for entry in manifest["exits"])
     assert first["outputs"]["trunk_out"] == last["inputs"]["trunk_in"]
     assert set(last["outputs"]) == {"logits"}
+    # This model records no input normalisation: the files take its input unchanged, and
+    # their metadata says so (tools feed pixels as they are: mean 0, std 1).
+    assert manifest["input"]["pixels"] is False and manifest["input"]["normalization"] is None
+    image = read_metadata(out / "exit_1.tflite")["subgraph_metadata"][0][
+        "input_tensor_metadata"][0]
+    assert "normalisation is unknown" in image["description"] and "stats" not in image
+    assert image["process_units"][0]["options"] == {"mean": [0.0], "std": [1.0]}
+    assert manifest["exit_outputs"] == "probabilities" and manifest["format_version"] == 2
     # The early exit's file holds only what it needs: smaller than the deepest's.
     sizes = [entry["files"]["float32"]["bytes"] for entry in manifest["exits"]]
     assert sizes[0] < sizes[1]

@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from byot_keras.data import load_digits
+from byot_keras.data import DIGITS_NORMALIZATION, load_digits
 from byot_keras.export import CascadeRuntime, export_tflite, read_manifest, run_sweep
 from byot_keras.export.readme_tables import reference_model
+from byot_keras.export.runtime import export_inputs
 from byot_keras.inference import early_exit_from_logits, softmax
 
 TIE = 1e-4  # confidences this close to the threshold may fall either way in TFLite
@@ -21,15 +22,19 @@ TIE = 1e-4  # confidences this close to the threshold may fall either way in TFL
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """An untrained tiny ResNet-18 (4 exits): the cascade plus the deepest exit's file,
-    float32; 48 digits test images and the Keras logits for them."""
+    """An untrained tiny ResNet-18 (4 exits) that records the digits' normalisation: the
+    cascade plus the deepest exit's file, float32; 48 digits test images as the files
+    take them (0..255 pixels), their labels, and the Keras logits for them."""
     keras.utils.set_random_seed(0)
     model = reference_model()
+    model.input_normalization = DIGITS_NORMALIZATION
     export_dir = tmp_path_factory.mktemp("runtime") / "export"
     export_tflite(model, export_dir, exits=[model.num_exits], multi_signature=False)
     _, (x_test, y_test) = load_digits()
     images, labels = x_test[:48], y_test[:48]
-    return export_dir, images, labels, model.predict(images, verbose=0)
+    pixels, warning = export_inputs(read_manifest(export_dir), images, DIGITS_NORMALIZATION)
+    assert warning is None and pixels.max() == 255.0
+    return export_dir, pixels, labels, model.predict(images, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +123,10 @@ def test_bad_thresholds_folders_and_inputs_fail_clearly(exported, runtime, tmp_p
     shutil.copytree(export_dir, broken)
     (broken / "cascade" / "segment_3.tflite").unlink()
     with pytest.raises(FileNotFoundError, match="segment_3.tflite.*missing"):
+        CascadeRuntime(broken)
+    old = {**read_manifest(export_dir), "format_version": 1}  # normalised input, logits
+    (broken / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="format_version 1.*Export the model again"):
         CascadeRuntime(broken)
     (broken / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):

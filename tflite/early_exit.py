@@ -44,9 +44,9 @@ def main(argv):
     from absl import logging
 
     from byot_keras.export.runtime import (
+        export_inputs,
         format_sweep_markdown,
         load_labelled_split,
-        normalization_mismatch,
         read_manifest,
         run_sweep,
     )
@@ -55,7 +55,8 @@ def main(argv):
     manifest = read_manifest(FLAGS.export_dir)
     images, labels, applied = load_labelled_split(FLAGS.dataset, FLAGS.split, FLAGS.data_dir,
                                                   FLAGS.max_examples or None)
-    warning = normalization_mismatch(manifest["input"].get("normalization"), applied)
+    # The segments take 0..255 pixels and normalise them as the model was trained.
+    images, warning = export_inputs(manifest, images, applied)
     if warning:
         print(f"WARNING: {warning}")
     output_dir = FLAGS.output_dir or os.path.join(

@@ -37,7 +37,7 @@ def load_training_data(dataset: str, data_dir: str | None, train_examples: int,
     x_train, y_train = data.load_cifar(dataset, split, data_dir)
     eval_data = data.load_cifar(dataset, f"test[:{evaluation}]", data_dir)
     return (x_train, y_train, x_train[:calibration], eval_data, data.CIFAR_NORMALIZATION,
-            None)
+            data.cifar_class_names(dataset, data_dir))
 
 
 def _builder_kwargs() -> dict:
@@ -93,12 +93,18 @@ def _compress(module: str, function: str, suffix: str, **options) -> None:
 
         from absl import logging
 
+        from byot_keras.export.cli import model_normalization
         from byot_keras.folders import require_folder_path
 
         builder_kwargs = _builder_kwargs()  # flags first, before anything is loaded
         if FLAGS.output_dir:
             require_folder_path(FLAGS.output_dir)
         model, (x, y, representative, eval_data, normalization, labels) = _prepare()
+        # The model's recorded normalisation wins; the data follows it.
+        normalization, in_model_units = model_normalization(model, normalization)
+        x, representative = in_model_units(x), in_model_units(representative)
+        if eval_data is not None:
+            eval_data = (in_model_units(eval_data[0]), eval_data[1])
         compress = getattr(importlib.import_module(f"byot_keras.compress.{module}"), function)
         logging.set_verbosity(logging.WARNING)
         output_dir = FLAGS.output_dir or os.path.join("tflite", f"{model.name}_{suffix}")

@@ -1,7 +1,9 @@
 """TFLite files from a tf_keras multi-exit network (a QAT or pruned twin), with the same
-layout, names and manifest as `byot_keras.export.export_tflite`: `exit_<k>[_q].tflite`,
+layout, names, metadata and manifest as `byot_keras.export.export_tflite`:
+`exit_<k>[_q].tflite` (image classifiers: 0..255 RGB pixels in, "probabilities" out),
 `cascade/segment_<k>[_q].tflite`, `labels.txt`, `manifest.json`, signature
-`serving_default`, input `image` / `trunk_in`, outputs `logits` / `trunk_out`.
+`serving_default`, input `image` / `trunk_in`, outputs `probabilities` / `logits` /
+`trunk_out`.
 
 tfmot wraps layers and renames them (`quant_<name>`, `prune_low_magnitude_<name>`);
 layers are looked up under either name. Conversion goes through a concrete function
@@ -26,15 +28,22 @@ from collections.abc import Sequence
 import numpy as np
 
 from byot_keras.compress import extra
-from byot_keras.export.cascade import IMAGE, LOGITS, TRUNK_IN, TRUNK_OUT
+from byot_keras.export.cascade import IMAGE, LOGITS, PROBABILITIES, TRUNK_IN, TRUNK_OUT
 from byot_keras.export.layout import CASCADE, LABELS, ExportFolder
 from byot_keras.export.litert import SIGNATURE, LiteRTModel
+from byot_keras.export.metadata import MIN_PARSER_VERSION
 from byot_keras.export.tflite import (
     MANIFEST_VERSION,
     QUANTIZATIONS,
+    add_export_metadata,
+    check_exit_outputs,
     file_name,
     manifest_input,
+    metadata_defaults,
+    pin_pixel_quantization,
+    quantization_text,
 )
+from byot_keras.normalization import check_normalization, pixel_affine, to_pixels
 
 WRAPPER_PREFIXES = ("quant_", "prune_low_magnitude_")
 # Ops that may compute in float in a full-integer file: the conversions at its edges.
@@ -114,12 +123,15 @@ def float_ops(flatbuffer: bytes) -> list[str]:
 
 def convert(model, input_name: str, quantization: str = "float32",
             representative: np.ndarray | None = None, int8_io: bool = False,
-            qat: bool = False) -> bytes:
+            qat: bool = False, *, normalization: dict | None = None,
+            probabilities: bool = False) -> bytes:
     """One tf_keras model (single input, tensor or dict output) to a .tflite flatbuffer.
 
-    `quantization` as in `byot_keras.export.convert`. With `qat=True` ("int8" only) the
-    ranges come from the model's fake-quantization ops; `representative` data, if given,
-    calibrates only the tensors that have none (without it, such a file raises).
+    `quantization`, `int8_io`, `normalization` and `probabilities` as in
+    `byot_keras.export.convert`. With `qat=True` ("int8" only) the ranges come from the
+    model's fake-quantization ops; `representative` data (the file's inputs), if given,
+    calibrates only the tensors that have none, such as the in-graph normalisation and
+    the softmax (without it, such a file raises).
     """
     import tensorflow as tf
 
@@ -132,11 +144,19 @@ def convert(model, input_name: str, quantization: str = "float32",
         raise ValueError("Full-integer int8 needs calibration data: pass representative "
                          "data (a few hundred typical inputs).")
     spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name=input_name)
+    normalization = check_normalization(normalization) if input_name == IMAGE else None
+    affine = (None if normalization is None else
+              pixel_affine(normalization, int(model.inputs[0].shape[-1])))
 
     @tf.function(input_signature=[spec])
     def serve(inputs):
+        if affine is not None:  # 0..255 pixels -> (pixel / 255 - mean) / std
+            inputs = inputs * affine[0] + affine[1]
         outputs = model(inputs, training=False)
-        return dict(outputs) if isinstance(outputs, dict) else {LOGITS: outputs}
+        outputs = dict(outputs) if isinstance(outputs, dict) else {LOGITS: outputs}
+        if probabilities:
+            outputs[PROBABILITIES] = tf.nn.softmax(outputs.pop(LOGITS), axis=-1)
+        return outputs
 
     holder = tf.Module()
     holder.model_variables = list(model.variables)
@@ -154,9 +174,9 @@ def convert(model, input_name: str, quantization: str = "float32",
                 converter.representative_dataset = lambda: ({input_name: s[None]}
                                                             for s in samples)
                 converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if int8_io:
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
+            if int8_io:  # uint8 image and probabilities, as in byot_keras.export
+                converter.inference_input_type = tf.uint8 if input_name == IMAGE else tf.int8
+                converter.inference_output_type = tf.uint8 if probabilities else tf.int8
         try:
             with warnings.catch_warnings():  # the calibrator's own tf.lite.Interpreter
                 warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is "
@@ -180,6 +200,8 @@ def convert(model, input_name: str, quantization: str = "float32",
     if flex:
         raise RuntimeError(f"'{model.name}' converted with Flex ops {flex}; the deployment "
                            "kit allows builtin TFLite ops only.")
+    if quantization == "int8" and int8_io and normalization is not None:
+        flatbuffer = pin_pixel_quantization(flatbuffer)
     return flatbuffer
 
 
@@ -201,6 +223,8 @@ def export_network(
     normalization: dict | None = None,
     int8_io: bool = False,
     cascade: bool = True,
+    exit_outputs: str = PROBABILITIES,
+    model_info: dict | None = None,
     extra_manifest: dict | None = None,
     max_calibration_examples: int = 200,
     allow_other_files: bool = False,
@@ -231,6 +255,7 @@ def export_network(
         raise ValueError("A quantization-aware trained network exports 'int8' files only.")
     if "int8" in quantizations and representative_data is None and not qat:
         raise ValueError("quantization 'int8' needs representative_data (training images).")
+    exit_outputs = check_exit_outputs(exit_outputs)
     names = exit_names(network)
     if len(costs) != len(names):
         raise ValueError(f"{len(costs)} cost entries for a {len(names)}-exit network.")
@@ -238,28 +263,41 @@ def export_network(
     labels = [str(i) for i in range(num_classes)] if labels is None else list(labels)
     if len(labels) != num_classes:
         raise ValueError(f"{len(labels)} labels for a {num_classes}-class model.")
+    input_shape = [int(d) for d in network.inputs[0].shape[1:]]
+    options = {"normalization": check_normalization(normalization, input_shape[-1]),
+               "labels": [str(label) for label in labels], "exit_outputs": exit_outputs,
+               "info": metadata_defaults(network.weights, model_info), "model": model_name,
+               "int8_io": bool(int8_io)}
     calibration = (None if representative_data is None else
                    np.asarray(representative_data[:max_calibration_examples], np.float32))
     planned = planned_files(len(names), quantizations, cascade)
     with ExportFolder(output_dir, planned, allow_other_files=allow_other_files,
                       command="byot-qat/byot-prune") as folder:
         exits = _write_files(network, folder.staging, names, costs, quantizations, qat,
-                             calibration, eval_data, int8_io, cascade)
-        input_shape = [int(d) for d in network.inputs[0].shape[1:]]
+                             calibration, eval_data, options, cascade)
+        info = options["info"]
         manifest = {
             "format_version": MANIFEST_VERSION,
             "model": model_name,
             "num_classes": num_classes,
             "num_exits": len(names),
             "signature": SIGNATURE,
-            "input": manifest_input(input_shape, quantizations, int8_io, normalization),
+            "input": manifest_input(input_shape, quantizations, int8_io,
+                                    options["normalization"]),
+            "exit_outputs": exit_outputs,
             "labels_file": LABELS,
+            "metadata": {
+                "description": "Every .tflite file carries TFLite Model Metadata, labels.txt "
+                               "packed in (as byot_keras.export writes it).",
+                "version": info["version"], "author": info["author"],
+                "license": info["license"], "min_parser_version": MIN_PARSER_VERSION,
+            },
             "quantizations": quantizations,
             "int8_io": bool(int8_io),
             "cascade": {
-                "description": "Run segment_1 on the image, then segment_k on "
-                               "segment_(k-1)'s 'trunk_out'; each segment's 'logits' is "
-                               "exit k's answer.",
+                "description": "Run segment_1 on the image (as the exit files take it), "
+                               "then segment_k on segment_(k-1)'s 'trunk_out'; each "
+                               "segment's 'logits' is exit k's answer.",
             } if cascade else None,
             "exits": exits,
             **(extra_manifest or {}),
@@ -267,7 +305,7 @@ def export_network(
         if eval_data is not None:
             manifest["eval_examples"] = int(len(eval_data[1]))
         with open(os.path.join(folder.staging, LABELS), "w") as f:
-            f.write("\n".join(labels) + "\n")
+            f.write("\n".join(options["labels"]) + "\n")
         folder.write_manifest(manifest)
     return manifest
 
@@ -292,7 +330,7 @@ def planned_files(num_exits: int, quantizations: Sequence[str], cascade: bool) -
 
 
 def _write_files(network, folder, names, costs, quantizations, qat, calibration, eval_data,
-                 int8_io, cascade) -> list[dict]:
+                 options, cascade) -> list[dict]:
     def write(relative: str, flatbuffer: bytes) -> dict:
         path = os.path.join(folder, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -301,15 +339,30 @@ def _write_files(network, folder, names, costs, quantizations, qat, calibration,
         return {"file": relative, "bytes": len(flatbuffer),
                 "gzip_bytes": len(gzip.compress(flatbuffer, compresslevel=9))}
 
+    normalization, output = options["normalization"], options["exit_outputs"]
+    int8_io, model_name = options["int8_io"], options["model"]
+    pixel_calibration = None if calibration is None else to_pixels(calibration, normalization)
     exits = [{**cost, "files": {}, "segment": {}} for cost in costs]
     keras_eval = None if eval_data is None else network.predict(eval_data[0], verbose=0)
-    for name, entry in zip(names, exits):
+    pixel_eval = None if eval_data is None else to_pixels(eval_data[0], normalization)
+    for k, (name, entry) in enumerate(zip(names, exits), start=1):
         sub = exit_model(network, name)
         for quantization in quantizations:
-            flatbuffer = convert(sub, IMAGE, quantization, calibration, int8_io, qat)
+            flatbuffer = convert(sub, IMAGE, quantization, pixel_calibration, int8_io, qat,
+                                 normalization=normalization,
+                                 probabilities=output == PROBABILITIES)
+            flatbuffer = add_export_metadata(
+                flatbuffer, options, f"{model_name} {name}",
+                f"Exit {k} of {len(names)} of {model_name}, a multi-exit network "
+                f"(byot-keras), as an image classifier. "
+                f"{quantization_text(quantization, int8_io)}"
+                f"{', quantization-aware trained' if qat else ''}. Input: an RGB image; "
+                f"output: {output} of the classes.", name)
             info = write(file_name(name, quantization), flatbuffer)
+            runner = LiteRTModel(flatbuffer)
+            info.update(runner.tensor_facts())
             if eval_data is not None:
-                got = LiteRTModel(flatbuffer).predict(image=eval_data[0])[LOGITS]
+                got = runner.predict(image=pixel_eval)[output]
                 info["accuracy"] = _top1(got, eval_data[1])
                 info["agreement_with_keras"] = float(np.mean(
                     got.argmax(-1) == keras_eval[name].argmax(-1)))
@@ -318,15 +371,23 @@ def _write_files(network, folder, names, costs, quantizations, qat, calibration,
             entry["keras_accuracy"] = _top1(keras_eval[name], eval_data[1])
     if not cascade:
         return exits
-    segment_inputs = calibration
+    keras_inputs = calibration
     for k, (segment, entry) in enumerate(zip(segment_models(network), exits), start=1):
         input_name = IMAGE if k == 1 else TRUNK_IN
+        file_inputs = (to_pixels(keras_inputs, normalization)
+                       if k == 1 and keras_inputs is not None else keras_inputs)
         for quantization in quantizations:
-            flatbuffer = convert(segment, input_name, quantization, segment_inputs, int8_io,
-                                 qat)
+            flatbuffer = convert(segment, input_name, quantization, file_inputs, int8_io,
+                                 qat, normalization=normalization)
+            flatbuffer = add_export_metadata(
+                flatbuffer, options, f"{model_name} cascade segment_{k}",
+                f"Segment {k} of {len(names)} of the early-exit cascade of {model_name} "
+                "(byot-keras): run segment_1 on the image, then segment_k on "
+                "segment_(k-1)'s trunk_out. "
+                f"{quantization_text(quantization, int8_io)}.", f"exit_{k}", segment=k)
             info = write(f"{CASCADE}/{file_name(f'segment_{k}', quantization)}", flatbuffer)
-            info.update(LiteRTModel(flatbuffer).tensor_shapes())
+            info.update(LiteRTModel(flatbuffer).tensor_facts())
             entry["segment"][quantization] = info
-        if segment_inputs is not None and TRUNK_OUT in segment.output:
-            segment_inputs = segment.predict(segment_inputs, verbose=0)[TRUNK_OUT]
+        if keras_inputs is not None and TRUNK_OUT in segment.output:
+            keras_inputs = segment.predict(keras_inputs, verbose=0)[TRUNK_OUT]
     return exits

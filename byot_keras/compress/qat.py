@@ -212,7 +212,9 @@ def quantization_aware_training(
     return export.export_network(
         quantized, output_dir, model_name=model.name, costs=model.exit_costs(),
         quantizations=["int8"], qat=True, representative_data=representative_data,
-        eval_data=eval_data, labels=class_names, normalization=normalization,
+        eval_data=eval_data, labels=class_names,
+        normalization=(normalization if normalization is not None
+                       else getattr(model, "input_normalization", None)),
         int8_io=int8_io, cascade=cascade, extra_manifest={"compression": compression},
         allow_other_files=allow_other_files,
     )

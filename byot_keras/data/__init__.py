@@ -4,6 +4,7 @@ from byot_keras.data.cifar import (
     CIFAR_MEAN,
     CIFAR_NORMALIZATION,
     CIFAR_STD,
+    cifar_class_names,
     load_cifar,
     normalize_cifar,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "DIGITS_NORMALIZATION",
     "DataSource",
     "IMAGENET_NORMALIZATION",
+    "cifar_class_names",
     "evaluation_dataset",
     "load_cifar",
     "load_digits",

@@ -17,6 +17,21 @@ def normalize_cifar(images: np.ndarray) -> np.ndarray:
             ).astype("float32")
 
 
+def cifar_class_names(name: str = "cifar10", data_dir: str | None = None) -> list[str]:
+    """The class names of a tfds CIFAR data set, in label order, from its stored
+    dataset info (nothing is downloaded).
+
+    Example:
+        >>> cifar_class_names("cifar10", "../shared/data/tfds")[:3]  # doctest: +SKIP
+        ['airplane', 'automobile', 'bird']
+    """
+    import tensorflow_datasets as tfds
+
+    if name not in ("cifar10", "cifar100"):
+        raise ValueError(f"Unknown CIFAR data set '{name}'. Valid: cifar10, cifar100.")
+    return list(tfds.builder(name, data_dir=data_dir).info.features["label"].names)
+
+
 def load_cifar(name: str = "cifar10", split: str = "train", data_dir: str | None = None,
                download: bool = False):
     """`(images, labels)` of a tfds CIFAR split (e.g. "test[:1000]"), normalised.

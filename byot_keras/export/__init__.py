@@ -3,6 +3,7 @@
 from byot_keras.export.cascade import cascade_models, exit_models, exit_sections
 from byot_keras.export.equalize import equalize_for_quantization
 from byot_keras.export.litert import LiteRTModel, operator_names
+from byot_keras.export.metadata import read_metadata
 from byot_keras.export.runtime import (
     CascadeAnswer,
     CascadeResult,
@@ -38,6 +39,7 @@ __all__ = [
     "file_name",
     "operator_names",
     "read_manifest",
+    "read_metadata",
     "run_sweep",
     "sweep_thresholds",
     "write_sweep",

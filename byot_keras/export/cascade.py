@@ -8,6 +8,7 @@ import keras
 TRUNK_IN = "trunk_in"
 TRUNK_OUT = "trunk_out"
 LOGITS = "logits"
+PROBABILITIES = "probabilities"  # softmax of the logits: what classifier files output
 IMAGE = "image"
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -53,7 +56,8 @@ def load_export_data(dataset: str, data_dir: str | None, calibration: int, evalu
                 data.DIGITS_NORMALIZATION, data.DIGITS_CLASSES)
     x_train, _ = data.load_cifar(dataset, f"train[:{calibration}]", data_dir)
     eval_data = data.load_cifar(dataset, f"test[:{evaluation}]", data_dir)
-    return x_train, eval_data, data.CIFAR_NORMALIZATION, None
+    return (x_train, eval_data, data.CIFAR_NORMALIZATION,
+            data.cifar_class_names(dataset, data_dir))
 
 
 def parse_exits(entries: list[str]) -> list[int] | None:
@@ -78,12 +82,59 @@ def check_dataset_classes(dataset: str, eval_data, labels, num_classes: int) -> 
                          "--dataset none.")
 
 
+def parse_model_info(entries: list[str]) -> dict[str, str]:
+    """--model_info entries `key=value` as a dict.
+
+    Example:
+        >>> parse_model_info(["version=2", "license=MIT"])
+        {'version': '2', 'license': 'MIT'}
+    """
+    pairs = [entry.split("=", 1) for entry in entries]
+    bad = [entry for entry, pair in zip(entries, pairs) if len(pair) != 2 or not pair[1]]
+    if bad:
+        raise ValueError(f"--model_info {','.join(bad)}: give key=value entries, e.g. "
+                         "--model_info version=2,license=CC-BY-4.0.")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def model_normalization(model, dataset_normalization: dict | None
+                        ) -> tuple[dict | None, Callable]:
+    """(normalisation for the export, function re-expressing the data set's images in
+    it): the normalisation the model recorded (byot-train / byot-quickstart record the
+    training data's), else the data set's own. The export builds it into the files.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> from byot_keras.data import CIFAR_NORMALIZATION
+        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
+        >>> model_normalization(model, CIFAR_NORMALIZATION)[0] == CIFAR_NORMALIZATION
+        True
+    """
+    from byot_keras.normalization import from_pixels, to_pixels
+
+    recorded = getattr(model, "input_normalization", None)
+    if recorded is None or dataset_normalization is None or all(
+            np.allclose(recorded[key], dataset_normalization[key]) for key in ("mean", "std")):
+        return recorded or dataset_normalization, lambda images: images
+
+    def convert(images):
+        return None if images is None else from_pixels(
+            to_pixels(images, dataset_normalization), recorded)
+
+    return recorded, convert
+
+
 def main(argv):
     del argv
     from absl import logging
 
     from byot_keras.export import export_tflite
-    from byot_keras.export.tflite import CALIBRATED, check_quantizations
+    from byot_keras.export.tflite import (
+        CALIBRATED,
+        MODEL_INFO_KEYS,
+        check_exit_outputs,
+        check_quantizations,
+    )
     from byot_keras.folders import require_folder_path
 
     logging.set_verbosity(logging.WARNING)  # SavedModel/converter INFO lines per file
@@ -95,6 +146,12 @@ def main(argv):
         raise app.UsageError(f"--quantizations {','.join(calibrated)} needs calibration "
                              "data: pass --dataset digits|cifar10|cifar100.")
     exits = parse_exits(FLAGS.exits)
+    exit_outputs = check_exit_outputs(FLAGS.exit_outputs, flag="--exit_outputs")
+    model_info = parse_model_info(FLAGS.model_info)
+    unknown = sorted(set(model_info) - set(MODEL_INFO_KEYS))
+    if unknown:
+        raise ValueError(f"--model_info: unknown keys {unknown}; valid: "
+                         f"{', '.join(MODEL_INFO_KEYS)}.")
     if FLAGS.output_dir:
         require_folder_path(FLAGS.output_dir)
     model = load_trained_model(FLAGS.model_file, FLAGS.model, FLAGS.weights_file,
@@ -104,15 +161,20 @@ def main(argv):
     representative, eval_data, normalization, labels = load_export_data(
         FLAGS.dataset, FLAGS.data_dir, FLAGS.calibration_examples, FLAGS.eval_examples)
     check_dataset_classes(FLAGS.dataset, eval_data, labels, model.num_classes)
+    normalization, in_model_units = model_normalization(model, normalization)
+    representative = in_model_units(representative)
+    if eval_data is not None:
+        eval_data = (in_model_units(eval_data[0]), eval_data[1])
     output_dir = FLAGS.output_dir or os.path.join("tflite", model.name)
     manifest = export_tflite(
         model, output_dir, quantizations=quantizations, int8_io=FLAGS.int8_io,
         representative_data=representative, eval_data=eval_data, labels=labels,
-        normalization=normalization, cascade=FLAGS.cascade,
+        normalization=normalization, exit_outputs=exit_outputs, cascade=FLAGS.cascade,
         multi_signature=FLAGS.multi_signature, exits=exits,
         max_calibration_examples=FLAGS.calibration_examples,
         int8_float_classifier=FLAGS.int8_float_classifier, int8_equalize=FLAGS.int8_equalize,
-        int8_trunk=FLAGS.int8_trunk, allow_other_files=FLAGS.allow_other_files,
+        int8_trunk=FLAGS.int8_trunk, model_info=model_info,
+        allow_other_files=FLAGS.allow_other_files,
     )
     print(f"wrote {output_dir}:")
     for entry in manifest["exits"]:
@@ -142,9 +204,19 @@ def _define_flags():
                       "Any of float32, float16, dynamic_int8, int8 (full integer) and the "
                       "experimental int16x8 (int16 activations: closest to float, slow on "
                       "CPU).")
-    flags.DEFINE_bool("int8_io", False, "int8 inputs/outputs for the int8 files.")
+    flags.DEFINE_bool("int8_io", False, "Integer inputs/outputs for the int8 files: uint8 "
+                      "image (0..255 pixels) and probabilities, int8 logits and trunk "
+                      "tensors.")
+    flags.DEFINE_enum("exit_outputs", "probabilities", ["probabilities", "logits"],
+                      "What the exit_<k> files and model.tflite return (the cascade "
+                      "segments always return logits).")
+    flags.DEFINE_list("model_info", [], "Metadata written into every file, key=value: "
+                      "version (default: a hash of the weights), author (default "
+                      "byot-keras), license (default: none).")
     flags.DEFINE_enum("dataset", "none", ["none", "digits", "cifar10", "cifar100"],
-                      "Data for int8 calibration (train split) and accuracy (test split).")
+                      "Data for int8 calibration (train split) and accuracy (test split). "
+                      "Its normalisation is built into the files only for a model that "
+                      "records none (models from byot-train / byot-quickstart do).")
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir for cifar10/100.")
     flags.DEFINE_integer("calibration_examples", 200,
                          "Training images for int8 / int16x8 calibration.", lower_bound=1)

@@ -3,6 +3,8 @@ tensor name, never by position (TFLite reorders and renames outputs)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 SIGNATURE = "serving_default"
@@ -49,27 +51,47 @@ def operator_names(path_or_bytes) -> list[str]:
     return sorted({_operator_name(schema, model, i) for i in range(model.OperatorCodesLength())})
 
 
-def signature_outputs(path_or_bytes, output_name: str) -> dict[str, tuple[str, str | None]]:
-    """For each signature of a .tflite file, its output `output_name`: the tensor's name
-    in the graph and the operator that computes it (None for a graph input or constant).
-    """
+class OutputTensor(NamedTuple):
+    """A signature output: the tensor's name in the graph, the operator that computes it
+    (None for a graph input or constant), and that operator's inputs as
+    (tensor name, operator computing it) pairs."""
+
+    tensor: str
+    producer: str | None
+    producer_inputs: tuple[tuple[str, str | None], ...]
+
+
+def _name_and_producer(schema, model, subgraph, producers, index: int
+                       ) -> tuple[str, str | None]:
+    operator = producers.get(index)
+    return (subgraph.Tensors(index).Name().decode(),
+            None if operator is None else _operator_name(schema, model, operator.OpcodeIndex()))
+
+
+def signature_outputs(path_or_bytes, output_name: str) -> dict[str, OutputTensor]:
+    """For each signature of a .tflite file that has an output `output_name`: that
+    output's tensor, the operator computing it and the operator's inputs."""
     schema, model = _flatbuffer_model(path_or_bytes)
     found = {}
     for s in range(model.SignatureDefsLength()):
         signature = model.SignatureDefs(s)
         subgraph = model.Subgraphs(signature.SubgraphIndex())
+        producers = {}
+        for i in range(subgraph.OperatorsLength()):
+            operator = subgraph.Operators(i)
+            for index in operator.OutputsAsNumpy().tolist():
+                producers[index] = operator
         for o in range(signature.OutputsLength()):
             output = signature.Outputs(o)
             if output.Name().decode() != output_name:
                 continue
             index = output.TensorIndex()
-            producer = None
-            for i in range(subgraph.OperatorsLength()):
-                operator = subgraph.Operators(i)
-                if index in operator.OutputsAsNumpy().tolist():
-                    producer = _operator_name(schema, model, operator.OpcodeIndex())
-            found[signature.SignatureKey().decode()] = (
-                subgraph.Tensors(index).Name().decode(), producer)
+            operator = producers.get(index)
+            inputs = () if operator is None else tuple(
+                _name_and_producer(schema, model, subgraph, producers, i)
+                for i in operator.InputsAsNumpy().tolist() if i >= 0)
+            found[signature.SignatureKey().decode()] = OutputTensor(
+                *_name_and_producer(schema, model, subgraph, producers, index), inputs)
     return found
 
 
@@ -88,7 +110,7 @@ class LiteRTModel:
 
     Example:
         >>> runner = LiteRTModel("tflite/resnet18_byot/exit_1.tflite")  # doctest: +SKIP
-        >>> runner(image=images)["logits"].shape                        # doctest: +SKIP
+        >>> runner(image=pixels)["probabilities"].shape                 # doctest: +SKIP
         (8, 10)
         >>> LiteRTModel("tflite/resnet18_byot/model.tflite", signature="exit_2")  # doctest: +SKIP
     """
@@ -123,6 +145,27 @@ class LiteRTModel:
             "outputs": {n: [int(d) for d in self.output_details[n]["shape"][1:]]
                         for n in self.output_names},
         }
+
+    def tensor_facts(self) -> dict:
+        """`tensor_shapes()` plus `dtypes` (tensor name -> "float32", "uint8", "int8", ...)
+        and, for integer tensors, `quantization` (name -> [scale, zero point]: real value
+        = scale * (stored - zero point)): what the manifest records for each file.
+
+        Example:
+            >>> from byot_keras import zoo
+            >>> from byot_keras.export import convert
+            >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
+            >>> LiteRTModel(convert(model.exit_model(1), "image")).tensor_facts()["dtypes"]
+            {'image': 'float32', 'logits': 'float32'}
+        """
+        facts = self.tensor_shapes()
+        details = {**self.input_details, **self.output_details}
+        facts["dtypes"] = {name: np.dtype(d["dtype"]).name for name, d in details.items()}
+        quantized = {name: [float(d["quantization"][0]), int(d["quantization"][1])]
+                     for name, d in details.items() if np.dtype(d["dtype"]).kind in "iu"}
+        if quantized:
+            facts["quantization"] = quantized
+        return facts
 
     def op_names(self) -> list[str]:
         """Names of the operators in the file (e.g. CONV_2D, FlexXXX for Flex ops)."""

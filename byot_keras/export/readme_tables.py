@@ -14,27 +14,54 @@ from byot_keras.export.runtime import read_manifest
 # Every manifest field, in README order: (path, meaning, when it is present; None = always).
 # `exits[k]` is one entry per exit, `<q>` a quantization ("float32", "int8", ...).
 MANIFEST_FIELDS = [
-    ("format_version", "Manifest layout version (readers should check it).", None),
+    ("format_version", "Manifest layout version (readers should check it; 2: files take "
+                       "0..255 pixels and normalise inside, exit files return "
+                       "probabilities).", None),
     ("model", "Name of the Keras model that was exported.", None),
-    ("num_classes", "Number of classes (length of every `logits` vector).", None),
+    ("num_classes", "Number of classes (length of every `probabilities` / `logits` "
+                    "vector).", None),
     ("num_exits", "Number of exits N (= number of cascade segments).", None),
     ("signature", "Signature key of every file (run it by name).", None),
-    ("input.name", "Input tensor name of `exit_<k>` and `segment_1`.", None),
+    ("input.name", "Input tensor name of `exit_<k>`, `model` and `segment_1`.", None),
     ("input.shape", "Image input shape, NHWC; `null` = dynamic batch (files are allocated "
                     "for batch 1).", None),
-    ("input.dtype", "Input dtype the app feeds: `float32`, or `int8` when `int8_io`.", None),
     ("input.layout", "Memory layout of the image tensor.", None),
-    ("input.normalization.scale", "Multiply raw pixel values (0..255 for 8-bit RGB) by "
-                                  "this first.", None),
-    ("input.normalization.mean", "Then subtract this (one number, or one per RGB "
-                                 "channel).", None),
-    ("input.normalization.std", "Then divide by this (one number, or one per RGB "
-                                "channel).", None),
-    ("labels_file", "Text file with one class name per line, in class-index order.", None),
+    ("input.color_space", "Channel order of the image tensor.", None),
+    ("input.pixels", "True: the image tensor takes RGB pixel values 0..255 and the files "
+                     "normalise them inside; false: the model's normalisation is unknown "
+                     "and the files pass the tensor to the network unchanged.", None),
+    ("input.dtype.<q>", "The image tensor's dtype in the `<q>` files: `float32`, or "
+                        "`uint8` (scale 1, zero point 0: the bytes are the pixels) in the "
+                        "`int8` files when `int8_io`.", None),
+    ("input.normalization.scale", "The model's input normalisation, computed inside the "
+                                  "files (`normalization` is null when unknown): the "
+                                  "training data's pixel values times `scale` were in "
+                                  "[0, 1] ...", None),
+    ("input.normalization.mean", "... then this was subtracted (one number, or one per "
+                                 "RGB channel) ...", None),
+    ("input.normalization.std", "... and the result divided by this: the files compute "
+                                "(pixel / 255 - mean) / std.", None),
+    ("input.normalization", "`null`: the model's normalisation is unknown (see "
+                            "`input.pixels`).", "when the model records none and none is "
+                                                "given"),
+    ("input.description", "The above in words.", None),
+    ("exit_outputs", "What the `exit_<k>` files and `model` return: `probabilities` "
+                     "(softmax) or `logits`; the cascade segments always return "
+                     "`logits`.", None),
+    ("labels_file", "Text file with one class name per line, in class-index order (also "
+                    "packed into every .tflite file).", None),
+    ("metadata.description", "Every .tflite file carries TFLite Model Metadata: what it "
+                             "holds.", None),
+    ("metadata.version", "The metadata's model version (default: hash of the weights).",
+     None),
+    ("metadata.author", "The metadata's author.", None),
+    ("metadata.license", "The metadata's license (null: none given).", None),
+    ("metadata.min_parser_version", "Metadata schema version a reader needs.", None),
     ("quantizations", "Which file variants were written (`_<q>` file-name suffix; none for "
                       "float32).", None),
-    ("int8_io", "True if the `int8` files take and return int8 tensors (quantise with the "
-                "tensor's scale / zero point); false: float32 `image` and `logits`.", None),
+    ("int8_io", "True if the `int8` files take and return integer tensors (uint8 `image` "
+                "and `probabilities`, int8 `logits` and trunk tensors); false: float32 "
+                "inputs and outputs.", None),
     ("int8_trunk", "True if the `int8` cascade segments take `trunk_in` and return "
                    "`trunk_out` as int8, segment k's `trunk_out` having exactly segment "
                    "k+1's `trunk_in` scale and zero point: copy the bytes on.", None),
@@ -43,21 +70,25 @@ MANIFEST_FIELDS = [
     ("multi_signature.description", "What `model[_q].tflite` holds; `multi_signature` is "
                                     "null when exported with `multi_signature=False`.", None),
     ("multi_signature.signatures", "Its signature names, one per exit (input `image`, "
-                                   "output `logits`).", None),
+                                   "output as `exit_outputs`).", None),
     ("multi_signature.files.<q>.file", "The multi-signature file, relative to the export "
                                        "folder.", None),
     ("multi_signature.files.<q>.bytes", "Its size in bytes (the exits share their weights: "
                                         "less than the `exit_<k>` files together).", None),
+    ("multi_signature.files.<q>.metadata_signature", "The signature its metadata describes "
+                                                     "(subgraph 0; the format holds one).",
+     None),
     ("multi_signature.files.<q>.max_abs_diff", "Largest absolute difference between any "
-                                               "signature's and the Keras exit's logits on "
-                                               "check images.", "for float32 files"),
-    ("multi_signature.files.<q>.logit_scale", "Largest absolute Keras logit on those "
-                                              "images.", "for float32 files"),
+                                               "signature's output and the Keras exit's "
+                                               "(softmax) on check images.",
+     "for float32 files"),
+    ("multi_signature.files.<q>.output_scale", "Largest absolute Keras value on those "
+                                               "images.", "for float32 files"),
     ("calibration.examples", "Representative images the `int8` / `int16x8` files were "
                              "calibrated on.", "with a calibrated quantization"),
     ("calibration.int8_float_classifier", "True if the `int8` files compute the final "
-                                          "Dense layer (the logits) in float; the rest is "
-                                          "int8.", "with `int8`"),
+                                          "Dense layer (the logits) and the softmax in "
+                                          "float; the rest is int8.", "with `int8`"),
     ("calibration.int8_equalized_layer_pairs", "Depthwise -> 1x1 convolution pairs "
                                                "rescaled before int8 calibration (same "
                                                "float function).", "with `int8`"),
@@ -68,15 +99,26 @@ MANIFEST_FIELDS = [
     ("exits[k].flops", "2 x `macs`.", None),
     ("exits[k].cascade_macs", "MACs the cascade has spent when it answers at exit k "
                               "(trunk up to k plus the heads of exits 1..k).", None),
-    ("exits[k].files.<q>.file", "Stand-alone file for exit k (image in, logits out), "
-                                "relative to the export folder; `files` is empty for "
-                                "exits left out with `export_tflite(exits=...)`.", None),
+    ("exits[k].files.<q>.file", "Stand-alone classifier file for exit k (image in, "
+                                "`exit_outputs` out), relative to the export folder; "
+                                "`files` is empty for exits left out with "
+                                "`export_tflite(exits=...)`.", None),
     ("exits[k].files.<q>.bytes", "Its size in bytes.", None),
+    ("exits[k].files.<q>.inputs", "Its input tensors: name -> shape without the batch "
+                                  "dimension.", None),
+    ("exits[k].files.<q>.outputs", "Its output tensors: name -> shape without the batch "
+                                   "dimension.", None),
+    ("exits[k].files.<q>.dtypes", "Its tensors' dtypes: name -> `float32`, `uint8`, "
+                                  "`int8`.", None),
+    ("exits[k].files.<q>.quantization", "Its integer tensors' quantization: name -> "
+                                        "[scale, zero point] (real = scale x (stored - "
+                                        "zero point)).", "for files with integer inputs "
+                                                         "or outputs"),
     ("exits[k].files.<q>.max_abs_diff", "Largest absolute difference between the file's "
-                                        "and the Keras logits on check images.",
-     "for float32 files"),
-    ("exits[k].files.<q>.logit_scale", "Largest absolute Keras logit on those images (the "
-                                       "scale of `max_abs_diff`).", "for float32 files"),
+                                        "output and the Keras exit's (softmax of) logits "
+                                        "on check images.", "for float32 files"),
+    ("exits[k].files.<q>.output_scale", "Largest absolute Keras value on those images (the "
+                                        "scale of `max_abs_diff`).", "for float32 files"),
     ("exits[k].files.<q>.accuracy", "Top-1 accuracy of the file on the export's eval "
                                     "data.", "with `eval_data`"),
     ("exits[k].files.<q>.agreement_with_keras", "Fraction of eval images where the file "
@@ -91,12 +133,17 @@ MANIFEST_FIELDS = [
                                     "dimension.", None),
     ("exits[k].segment.<q>.outputs", "Its output tensors: name -> shape without the batch "
                                      "dimension.", None),
+    ("exits[k].segment.<q>.dtypes", "Its tensors' dtypes.", None),
+    ("exits[k].segment.<q>.quantization", "Its integer tensors' [scale, zero point].",
+     "for files with integer inputs or outputs"),
     ("eval_examples", "Number of eval images behind the accuracies.",
      "with `eval_data`"),
     ("latency", "Measured latencies (ms) per file, quantization and thread count, and the "
                 "targets.", "by `python -m benchmarks.tflite_latency`"),
+    ("files", "Every file the export wrote (relative paths, `manifest.json` included): "
+              "what a later export into the folder replaces.", None),
 ]
-_OPAQUE = {"inputs", "outputs", "latency"}  # shown whole, not field by field
+_OPAQUE = {"inputs", "outputs", "dtypes", "quantization", "latency"}  # shown whole
 
 
 def manifest_paths(manifest: dict) -> dict[str, object]:
@@ -113,7 +160,7 @@ def manifest_paths(manifest: dict) -> dict[str, object]:
             return  # exported without the cascade / the multi-signature file
         elif isinstance(value, dict) and leaf not in _OPAQUE:
             for key, item in value.items():
-                key = "<q>" if leaf in ("files", "segment") else key
+                key = "<q>" if leaf in ("files", "segment") or path == "input.dtype" else key
                 walk(item, f"{path}.{key}" if path else key)
         else:
             paths.setdefault(path, value)
@@ -256,10 +303,14 @@ REFERENCE_OPTIONS = {"num_classes": 10, "width_multiplier": 0.125}
 
 
 def reference_model():
-    """A fresh (untrained) model of the README's reference configuration."""
+    """A fresh (untrained) model of the README's reference configuration, recording the
+    CIFAR-10 normalisation as byot-train would."""
     from byot_keras import zoo
+    from byot_keras.data import CIFAR_NORMALIZATION
 
-    return zoo.create_model(REFERENCE_MODEL, **REFERENCE_OPTIONS)
+    model = zoo.create_model(REFERENCE_MODEL, **REFERENCE_OPTIONS)
+    model.input_normalization = CIFAR_NORMALIZATION
+    return model
 
 
 def reference_description() -> str:

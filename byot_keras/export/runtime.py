@@ -27,9 +27,8 @@ from byot_keras.export.litert import LiteRTModel
 from byot_keras.inference import EarlyExitResult, check_threshold, softmax
 
 MANIFEST_FILE = "manifest.json"
-SUPPORTED_MANIFEST_VERSION = 1
+SUPPORTED_MANIFEST_VERSION = 2
 DEFAULT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
-IDENTITY_NORMALIZATION = {"scale": 1.0, "mean": 0.0, "std": 1.0}
 
 
 def read_manifest(export_dir: str) -> dict:
@@ -58,6 +57,10 @@ def read_manifest(export_dir: str) -> dict:
     if version > SUPPORTED_MANIFEST_VERSION:
         raise ValueError(f"{path} has format_version {version}; this runtime reads up to "
                          f"{SUPPORTED_MANIFEST_VERSION}. Update byot_keras.")
+    if version < SUPPORTED_MANIFEST_VERSION:
+        raise ValueError(f"{path} has format_version {version}: written by an earlier "
+                         "byot-keras, whose files took normalised images and returned "
+                         "logits. Export the model again.")
     return manifest
 
 
@@ -90,7 +93,7 @@ class CascadeRuntime:
 
     Example:
         >>> runtime = CascadeRuntime("tflite/resnet18_byot")            # doctest: +SKIP
-        >>> answer = runtime.classify(runtime.normalize(pixels), 0.9)    # doctest: +SKIP
+        >>> answer = runtime.classify(pixels, 0.9)   # (32, 32, 3) RGB, 0..255  # doctest: +SKIP
         >>> answer.prediction, answer.exit, answer.confidence, answer.latency_ms  # doctest: +SKIP
         (3, 2, 0.97, 1.8)
     """
@@ -111,8 +114,8 @@ class CascadeRuntime:
         self.num_exits = int(self.manifest["num_exits"])
         self.num_classes = int(self.manifest["num_classes"])
         self.input_shape = tuple(int(d) for d in self.manifest["input"]["shape"][1:])
-        self.normalization = dict(self.manifest["input"].get("normalization")
-                                  or IDENTITY_NORMALIZATION)
+        # True: segment 1 takes 0..255 RGB pixels and normalises them itself.
+        self.takes_pixels = bool(self.manifest["input"].get("pixels"))
         self.segment_files = []
         for k, entry in enumerate(self.manifest["exits"], start=1):
             info = entry.get("segment", {}).get(quantization)
@@ -141,16 +144,6 @@ class CascadeRuntime:
             if len(labels) >= self.num_classes:
                 return labels[:self.num_classes]
         return [str(i) for i in range(self.num_classes)]
-
-    def normalize(self, pixels) -> np.ndarray:
-        """Raw pixels (e.g. uint8 RGB, NHWC or HWC) to model input, with the manifest's
-        `input.normalization`: `(pixels * scale - mean) / std` (mean/std per channel or
-        scalars)."""
-        norm = self.normalization
-        x = np.asarray(pixels, np.float32) * np.float32(norm.get("scale", 1.0))
-        mean = np.asarray(norm.get("mean", 0.0), np.float32)
-        std = np.asarray(norm.get("std", 1.0), np.float32)
-        return (x - mean) / std
 
     def _as_batch(self, images) -> np.ndarray:
         images = np.asarray(images, np.float32)
@@ -185,8 +178,10 @@ class CascadeRuntime:
                              confidence=float(confidence), latency_ms=elapsed * 1e3)
 
     def classify(self, image, threshold: float = 0.9) -> CascadeAnswer:
-        """Runs segments 1, 2, ... on one image (H, W, C, already normalised) until an
-        exit's max softmax reaches `threshold`; the deepest exit answers otherwise."""
+        """Runs segments 1, 2, ... on one image (H, W, C) until an exit's max softmax
+        reaches `threshold`; the deepest exit answers otherwise. The image is what the
+        export's "image" tensor takes: RGB pixel values 0..255 (`takes_pixels`), or the
+        network's own input for an export that records no normalisation."""
         check_threshold(threshold)
         images = self._as_batch(image)
         if len(images) != 1:
@@ -363,18 +358,28 @@ def _written_by_sweep(csv_path: str) -> bool:
     return header[:3] == ["threshold", "accuracy", "mean_exit"]
 
 
-def normalization_mismatch(manifest_normalization: dict | None, applied: dict) -> str | None:
-    """A warning when the data was normalised differently from what the export's manifest
-    says the model expects; None when they agree."""
-    expected = manifest_normalization or IDENTITY_NORMALIZATION
-    for key, default in IDENTITY_NORMALIZATION.items():
-        a = np.broadcast_to(np.asarray(expected.get(key, default), np.float64), (3,))
-        b = np.broadcast_to(np.asarray(applied.get(key, default), np.float64), (3,))
-        if not np.allclose(a, b, rtol=1e-4, atol=1e-6):
-            return (f"the data was normalised with {applied} but the export's manifest says "
-                    f"{expected} (exported without `normalization=`?); accuracies are only "
-                    "meaningful if the model was trained on data prepared like this.")
-    return None
+def export_inputs(manifest: dict, images, normalization: dict) -> tuple[np.ndarray, str | None]:
+    """Images normalised with `normalization` (as `load_labelled_split` returns them) as
+    the export's "image" tensor takes them: 0..255 RGB pixels when its manifest says
+    `input.pixels` (its files normalise them as the model was trained), else unchanged,
+    with a warning (the export does not record the model's normalisation, so these
+    images are right only if the model was trained on data prepared like them).
+
+    Example:
+        >>> manifest = {"input": {"pixels": True}}
+        >>> export_inputs(manifest, np.ones((1, 1, 1, 3)), {"scale": 1 / 16, "mean": 0.0,
+        ...                                                 "std": 1.0})[0].ravel()
+        array([255., 255., 255.], dtype=float32)
+    """
+    from byot_keras.normalization import to_pixels
+
+    if manifest["input"].get("pixels"):
+        return to_pixels(images, normalization), None
+    return np.asarray(images, np.float32), (
+        "the export does not record the model's input normalisation (the model did not "
+        f"and none was given); feeding the data normalised with {normalization}: the "
+        "accuracies are only meaningful if the model was trained on data prepared like "
+        "this.")
 
 
 def load_labelled_split(dataset: str = "digits", split: str = "test",

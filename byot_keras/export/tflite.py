@@ -1,11 +1,19 @@
-"""Convert a multi-exit model to TFLite: one file per exit, the early-exit cascade, one
-multi-signature file, and a manifest an app can read. Conversion goes through a SavedModel
-with one signature per entry point, builtin ops only (a graph that would need Flex ops
-fails clearly).
+"""Convert a multi-exit model to TFLite: one classifier file per exit, the early-exit
+cascade, one multi-signature file, and a manifest an app can read. Conversion goes
+through a SavedModel with one signature per entry point, builtin ops only (a graph that
+would need Flex ops fails clearly).
+
+Every file that takes the image takes RGB pixel values 0..255 and applies the model's
+input normalisation inside its graph; the exit files and the multi-signature file end in
+a softmax ("probabilities"), the cascade segments return "logits" for the early-exit
+rule. Every file carries TFLite Model Metadata (`metadata.py`) with the labels packed in,
+so MediaPipe Tasks' `ImageClassifier` and Android Studio's ML Model Binding use the exit
+files with no preprocessing or postprocessing code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -13,9 +21,11 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
+from byot_keras.export import metadata as metadata_lib
 from byot_keras.export.cascade import (
     IMAGE,
     LOGITS,
+    PROBABILITIES,
     TRUNK_IN,
     TRUNK_OUT,
     cascade_models,
@@ -24,6 +34,7 @@ from byot_keras.export.cascade import (
 from byot_keras.export.equalize import equalize_for_quantization
 from byot_keras.export.layout import CASCADE, LABELS, ExportFolder
 from byot_keras.export.litert import SIGNATURE, LiteRTModel, operator_names, signature_outputs
+from byot_keras.normalization import check_normalization, pixel_affine, to_pixels
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
 # TFLite's 16x8 mode (int16 activations, int8 weights): far closer to float than int8, but
@@ -31,19 +42,33 @@ QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
 # for accelerators that support it, or where int8's accuracy is not enough.
 EXPERIMENTAL_QUANTIZATIONS = ("int16x8",)
 CALIBRATED = ("int8", "int16x8")
+EXIT_OUTPUTS = (PROBABILITIES, LOGITS)
 MULTI_SIGNATURE_STEM = "model"
-MANIFEST_VERSION = 1
+# 2: files take 0..255 pixels and normalise inside; exit files output probabilities.
+MANIFEST_VERSION = 2
+METADATA_AUTHOR = "byot-keras"
 
 
 def manifest_input(input_shape, quantizations: Sequence[str], int8_io: bool,
                    normalization: dict | None) -> dict:
     """The manifest's `input` entry: what an app feeds every file's `image` tensor."""
+    pixels = normalization is not None
     return {
         "name": IMAGE,
         "shape": [None, *[int(d) for d in input_shape]],
-        "dtype": "int8" if ("int8" in quantizations and int8_io) else "float32",
         "layout": "NHWC",
-        "normalization": normalization or {"scale": 1.0, "mean": 0.0, "std": 1.0},
+        "color_space": "RGB",
+        "pixels": pixels,
+        "dtype": {q: "uint8" if (q == "int8" and int8_io) else "float32"
+                  for q in quantizations},
+        "normalization": normalization,
+        "description": (
+            "RGB pixel values 0..255 (uint8 where dtype says so: quantization scale 1, "
+            "zero point 0, so the bytes are the pixels); the files apply the model's "
+            "normalization inside, (pixel / 255 - mean) / std." if pixels else
+            "The model's input normalisation is unknown (the model does not record it "
+            "and none was given): the files pass the image tensor to the network "
+            "unchanged; feed what the model was trained on."),
     }
 
 
@@ -67,9 +92,23 @@ def check_quantizations(quantizations: Sequence[str], flag: str = "quantizations
     return list(dict.fromkeys(quantizations))
 
 
+def check_exit_outputs(exit_outputs: str, flag: str = "exit_outputs") -> str:
+    """`exit_outputs` if it is "probabilities" or "logits"; else a ValueError.
+
+    Example:
+        >>> check_exit_outputs("logits")
+        'logits'
+    """
+    if exit_outputs not in EXIT_OUTPUTS:
+        raise ValueError(f"{flag}: got {exit_outputs!r}; valid: {', '.join(EXIT_OUTPUTS)} "
+                         "(what the exit files and model.tflite return).")
+    return exit_outputs
+
+
 def convert(keras_model: keras.Model, input_name: str, quantization: str = "float32",
             representative: np.ndarray | None = None, int8_io: bool = False, *,
-            float_classifier: bool = True) -> bytes:
+            float_classifier: bool = True, normalization: dict | None = None,
+            probabilities: bool = False) -> bytes:
     """One Keras model (single input, dict or tensor output) to a .tflite flatbuffer with
     the signature "serving_default".
 
@@ -77,14 +116,22 @@ def convert(keras_model: keras.Model, input_name: str, quantization: str = "floa
         input_name: the signature's input name.
         quantization: "float32", "float16" (float16 weights), "dynamic_int8" (int8
             weights, float activations), "int8" (full integer, calibrated on
-            `representative`: a batch of typical inputs, e.g. 100-500 training images) or
-            "int16x8" (int16 activations and int8 weights, calibrated likewise).
-        int8_io: with "int8", make the file's inputs and outputs int8 too (the default
-            keeps float32 inputs/outputs with (de)quantize ops at the edges).
+            `representative`: a batch of typical inputs of the file, e.g. 100-500
+            training images) or "int16x8" (int16 activations and int8 weights,
+            calibrated likewise).
+        int8_io: with "int8", integer inputs and outputs: the "image" input (0..255
+            pixels with `normalization`) and "probabilities" as uint8, other tensors
+            ("logits", "trunk_in", "trunk_out") as int8. Default: float32 inputs and
+            outputs with (de)quantize ops at the edges.
         float_classifier: with "int8" and float outputs, compute the op that produces
-            "logits" (the exit's final Dense layer: num_classes x features weights) in
-            float. int8 logits have 256 levels, so close top-2 scores tie and the top-1
-            flips; the rest of the graph stays int8.
+            "logits" (the exit's final Dense layer: num_classes x features weights), and
+            the softmax after it, in float. int8 logits have 256 levels, so close top-2
+            scores tie and the top-1 flips; the rest of the graph stays int8.
+        normalization: the model's input normalisation (`byot_keras.normalization`):
+            the file then takes RGB pixel values 0..255 and computes
+            (pixel / 255 - mean) / std in its graph. None: the input goes to the model
+            unchanged.
+        probabilities: replace the "logits" output by "probabilities", its softmax.
 
     Example:
         >>> from byot_keras import zoo
@@ -94,13 +141,26 @@ def convert(keras_model: keras.Model, input_name: str, quantization: str = "floa
         ['logits']
     """
     return convert_signatures({SIGNATURE: keras_model}, input_name, quantization,
-                              representative, int8_io, float_classifier=float_classifier)
+                              representative, int8_io, float_classifier=float_classifier,
+                              normalization=normalization, probabilities=probabilities)
 
 
-def _serving_function(keras_model: keras.Model):
+def _serving_function(keras_model: keras.Model, normalization: dict | None,
+                      probabilities: bool):
+    import tensorflow as tf
+
+    affine = None
+    if normalization is not None:
+        affine = pixel_affine(normalization, int(keras_model.inputs[0].shape[-1]))
+
     def serve(inputs):
+        if affine is not None:  # 0..255 pixels -> (pixel / 255 - mean) / std
+            inputs = inputs * affine[0] + affine[1]
         outputs = keras_model(inputs, training=False)
-        return dict(outputs) if isinstance(outputs, dict) else {LOGITS: outputs}
+        outputs = dict(outputs) if isinstance(outputs, dict) else {LOGITS: outputs}
+        if probabilities:
+            outputs[PROBABILITIES] = tf.nn.softmax(outputs.pop(LOGITS), axis=-1)
+        return outputs
 
     return serve
 
@@ -108,7 +168,8 @@ def _serving_function(keras_model: keras.Model):
 def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
                        quantization: str = "float32",
                        representative: np.ndarray | None = None, int8_io: bool = False, *,
-                       float_classifier: bool = True) -> bytes:
+                       float_classifier: bool = True, normalization: dict | None = None,
+                       probabilities: bool = False) -> bytes:
     """Several Keras models with one input each, as one .tflite file with one signature
     per model (`{signature name: model}`). Models built from the same layers share their
     weights in the file. Arguments as in `convert`; int8 calibration runs every
@@ -133,6 +194,7 @@ def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
             "data (a few hundred typical inputs, e.g. training images) or choose "
             "float16/dynamic_int8."
         )
+    normalization = check_normalization(normalization)
     keys = list(models)
     samples = None if representative is None else np.asarray(representative, np.float32)
 
@@ -143,13 +205,16 @@ def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
                 yield feed if len(keys) == 1 else (key, feed)
 
     names = ", ".join(model.name for model in models.values())
-    keep_logits_float = quantization == "int8" and float_classifier and not int8_io
+    keep_classifier_float = quantization == "int8" and float_classifier and not int8_io
+    integer_io = quantization == "int8" and int8_io
     with tempfile.TemporaryDirectory(prefix="byot-savedmodel-") as saved_model:
         archive = keras.export.ExportArchive()
         for key, keras_model in models.items():
             archive.track(keras_model)
             spec = tf.TensorSpec(keras_model.inputs[0].shape, tf.float32, name=input_name)
-            archive.add_endpoint(key, _serving_function(keras_model), input_signature=[spec])
+            archive.add_endpoint(key, _serving_function(
+                keras_model, normalization if input_name == IMAGE else None, probabilities),
+                input_signature=[spec])
         archive.write_out(saved_model, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=keys)
         if quantization != "float32":
@@ -161,14 +226,16 @@ def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
         if quantization == "int16x8":
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        if quantization == "int8" and not keep_logits_float:
+        if quantization == "int8" and not keep_classifier_float:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if int8_io:
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
+            if integer_io:
+                # uint8 for images and probabilities: what image classifier APIs (MediaPipe
+                # Tasks) accept; they reject int8 inputs and outputs.
+                converter.inference_input_type = tf.uint8 if input_name == IMAGE else tf.int8
+                converter.inference_output_type = tf.uint8 if probabilities else tf.int8
         try:
-            if keep_logits_float:
-                flatbuffer = _quantize_all_but_logits(converter, calibration)
+            if keep_classifier_float:
+                flatbuffer = _quantize_all_but_classifier(converter, calibration)
             else:
                 flatbuffer = converter.convert()
         except Exception as error:
@@ -180,30 +247,97 @@ def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
     if flex:
         raise RuntimeError(f"'{names}' converted with Flex ops {flex}; the deployment kit "
                            "allows builtin TFLite ops only.")
+    if integer_io and input_name == IMAGE and normalization is not None:
+        flatbuffer = pin_pixel_quantization(flatbuffer)
     return flatbuffer
 
 
-def _quantize_all_but_logits(converter, calibration) -> bytes:
-    """Full-integer quantization except the ops that compute each signature's "logits"
-    (TFLite's selective quantization: calibrate, then quantize with those nodes
-    denylisted). Raises if a signature's logits still come out of an int8 op."""
+def _quantize_all_but_classifier(converter, calibration) -> bytes:
+    """Full-integer quantization except the ops that compute each signature's "logits",
+    or its "probabilities" and the logits they are the softmax of (TFLite's selective
+    quantization: calibrate, then quantize with those nodes denylisted). Raises if one of
+    them still comes out of an int8 op."""
     import tensorflow as tf
 
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter,
                                                          debug_dataset=calibration)
-    logits = signature_outputs(debugger.calibrated_model, LOGITS)
-    if not logits:
-        raise ValueError(f"No signature has an output named '{LOGITS}'.")
+
+    def classifier_outputs(flatbuffer):
+        found = {}
+        for name in (LOGITS, PROBABILITIES):
+            for key, output in signature_outputs(flatbuffer, name).items():
+                found[key, name] = output
+        return found
+
+    outputs = classifier_outputs(debugger.calibrated_model)
+    if not outputs:
+        raise ValueError(f"No signature has an output named '{LOGITS}' or "
+                         f"'{PROBABILITIES}'.")
+    denylisted = set()
+    for (_, name), output in outputs.items():
+        denylisted.add(output.tensor)
+        if name == PROBABILITIES:  # the softmax's input: the logits
+            denylisted.update(tensor for tensor, _ in output.producer_inputs)
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=sorted({tensor for tensor, _ in logits.values()}))
+        denylisted_nodes=sorted(denylisted))
     flatbuffer = debugger.get_nondebug_quantized_model()
-    still_quantized = {key: producer for key, (_, producer) in
-                       signature_outputs(flatbuffer, LOGITS).items()
-                       if producer in (None, "DEQUANTIZE")}
+    still_quantized = set()
+    for (key, name), output in classifier_outputs(flatbuffer).items():
+        produced = [output.producer] + ([p for _, p in output.producer_inputs]
+                                        if name == PROBABILITIES else [])
+        if any(p in (None, "DEQUANTIZE") for p in produced):
+            still_quantized.add(key)
     if still_quantized:
-        raise RuntimeError(f"Could not keep the logits of {sorted(still_quantized)} in "
+        raise RuntimeError(f"Could not keep the classifier of {sorted(still_quantized)} in "
                            "float; export with int8_float_classifier=False.")
     return flatbuffer
+
+
+def pin_pixel_quantization(flatbuffer: bytes) -> bytes:
+    """A uint8 "image" input (0..255 pixels) with quantization scale 1 and zero point 0,
+    so the bytes an app or MediaPipe passes are the pixel values themselves. Calibration
+    on real images gives (1, 0) already when they span 0..255; otherwise the input's
+    parameters are set to (1, 0), which is exact because the input only feeds a
+    QUANTIZE op (uint8 -> int8 requantization with its own output parameters).
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
+        >>> dim = np.random.default_rng(0).uniform(20, 200, (8, 32, 32, 3)).astype("float32")
+        >>> flatbuffer = convert(model.exit_model(1), "image", "int8", dim, int8_io=True,
+        ...                      normalization={"scale": 1 / 255, "mean": 0.5, "std": 0.25})
+        >>> LiteRTModel(flatbuffer).input_details["image"]["quantization"]  # pinned
+        (1.0, 0)
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    quantize, uint8 = 114, 3  # BuiltinOperator.QUANTIZE, TensorType.UINT8
+    changed = False
+    for signature in model.signatureDefs:
+        subgraph = model.subgraphs[signature.subgraphIndex]
+        for tensor_map in signature.inputs:
+            if tensor_map.name.decode() != IMAGE:
+                continue
+            tensor = subgraph.tensors[tensor_map.tensorIndex]
+            if tensor.type != uint8:
+                continue
+            params = tensor.quantization
+            if [float(v) for v in params.scale] == [1.0] and [
+                    int(v) for v in params.zeroPoint] == [0]:
+                continue
+            consumers = [op for op in subgraph.operators
+                         if tensor_map.tensorIndex in op.inputs]
+            if not consumers or any(codes[op.opcodeIndex] != quantize for op in consumers):
+                raise RuntimeError("The uint8 'image' input feeds other ops than QUANTIZE; "
+                                   "cannot give it scale 1, zero point 0.")
+            params.scale = np.array([1.0], np.float32)
+            params.zeroPoint = np.array([0], np.int64)
+            changed = True
+    if not changed:
+        return flatbuffer
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def int8_trunk_interface(flatbuffer: bytes,
@@ -260,8 +394,11 @@ def _remove_edge_conversion(subgraph, codes, wanted, index, name, is_input) -> i
     return int(ops[0].outputs[0] if is_input else ops[0].inputs[0])
 
 
-def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+def _top1(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(scores, axis=-1) == labels))
+
+
+MODEL_INFO_KEYS = ("version", "author", "license")
 
 
 def export_tflite(
@@ -274,6 +411,7 @@ def export_tflite(
     eval_data: tuple[np.ndarray, np.ndarray] | None = None,
     labels: Sequence[str] | None = None,
     normalization: dict | None = None,
+    exit_outputs: str = PROBABILITIES,
     cascade: bool | None = None,
     multi_signature: bool = True,
     exits: Sequence[int] | None = None,
@@ -281,40 +419,57 @@ def export_tflite(
     int8_float_classifier: bool = True,
     int8_equalize: bool = True,
     int8_trunk: bool = True,
+    model_info: Mapping[str, str] | None = None,
     allow_other_files: bool = False,
 ) -> dict:
-    """Writes per-exit files, the cascade, the multi-signature file, `labels.txt` and
-    `manifest.json`.
+    """Writes per-exit classifier files, the cascade, the multi-signature file,
+    `labels.txt` and `manifest.json`.
 
     Files under `output_dir` (for quantization q, suffix `_q` unless float32):
-    `exit_<k>.tflite` (input "image", output "logits"), `cascade/segment_<k>.tflite`
+    `exit_<k>.tflite` (input "image", output "probabilities"), `cascade/segment_<k>.tflite`
     (input "image" for k = 1, else "trunk_in"; outputs "logits" and, but for the last,
     "trunk_out"), both with the signature "serving_default", and `model.tflite`: one
-    signature per exit, "exit_1" ... "exit_N" (input "image", output "logits"), sharing
-    the weights. All have a dynamic batch size.
+    signature per exit, "exit_1" ... "exit_N" (input "image", output "probabilities"),
+    sharing the weights. All have a dynamic batch size. "image" is RGB pixel values
+    0..255: every file applies the model's normalisation inside. Every file carries TFLite
+    Model Metadata (name, description, version, author, the image's colour space and
+    normalisation, the output's meaning) with `labels.txt` packed in, so MediaPipe Tasks'
+    `ImageClassifier` runs an exit file with default options.
 
     Args:
         model: a multi-exit `SelfDistillationModel`.
         quantizations: any of "float32", "float16", "dynamic_int8", "int8" and the
             experimental "int16x8" (int16 activations, int8 weights: closest to float,
             but slow on CPUs without 16x8 kernels).
-        representative_data: typical inputs (already normalised like training data),
-            needed for "int8" and "int16x8"; the first `max_calibration_examples` are
-            used.
-        int8_io: int8 inputs/outputs for the "int8" files.
-        eval_data: `(images, labels)` to measure each exit file's top-1 accuracy (and
-            its agreement with the Keras model) into the manifest.
-        labels: class names for `labels.txt` (default "0", "1", ...).
-        normalization: what an app must do to raw pixels before the model, recorded in
-            the manifest, e.g. `{"scale": 1/255, "mean": [...], "std": [...]}`.
+        representative_data: typical inputs of the model (normalised like its training
+            data), needed for "int8" and "int16x8"; the first `max_calibration_examples`
+            are used (as 0..255 pixels, for the files that take the image).
+        int8_io: integer inputs and outputs for the "int8" files: "image" and
+            "probabilities" as uint8 (0..255 pixels with scale 1 and zero point 0; what
+            MediaPipe accepts), "logits" and the trunk tensors as int8. The whole graph is
+            then integer (no float classifier).
+        eval_data: `(images, labels)`, images normalised like the training data, to
+            measure each exit file's top-1 accuracy (and its agreement with the Keras
+            model) into the manifest.
+        labels: class names for `labels.txt` and the files' metadata (default "0", "1",
+            ...).
+        normalization: the model's input normalisation, `{"scale", "mean", "std"}`
+            (`byot_keras.normalization`), built into the files. Default: the model's
+            `input_normalization` (byot-train and byot-quickstart record it); give it for
+            a model that does not record it. With neither, the files pass their input to
+            the network unchanged (the manifest's `input.pixels` is false).
+        exit_outputs: what the `exit_<k>` files and `model.tflite` return:
+            "probabilities" (softmax, for classifier APIs) or "logits". The cascade
+            segments always return "logits".
         cascade: also write the cascade segments (always all of them); default: yes,
             unless the exits are side-by-side branches (`method="one"`), which form
             no cascade.
         multi_signature: also write `model[_q].tflite` (always every exit).
         exits: which exits get their own `exit_<k>` file (1-based); default all.
         int8_float_classifier: in "int8" files with float outputs, compute each exit's
-            final Dense layer (the logits) in float: int8 logits tie on close top-2
-            scores. Costs the float weights of that layer (num_classes x features).
+            final Dense layer (the logits) and its softmax in float: int8 logits tie on
+            close top-2 scores. Costs the float weights of that layer (num_classes x
+            features).
         int8_equalize: before int8 calibration, rescale the channels of every
             depthwise -> 1x1 convolution pair (the exit heads) so that one int8 scale
             suits them all; the float function is unchanged (`equalize.py`).
@@ -322,6 +477,9 @@ def export_tflite(
             ("trunk_in", "trunk_out") as int8, with segment k's "trunk_out" scale and zero
             point given to segment k+1's "trunk_in": an app copies the bytes on, with no
             float round trip ("image" and "logits" stay float unless `int8_io`).
+        model_info: the metadata's "version" (default: "sha256:" and the first 12 hex
+            digits of the weights' hash), "author" (default "byot-keras") and "license"
+            (default: none).
         allow_other_files: write into an `output_dir` that holds entries no export
             wrote; they are kept. Without it such a folder is refused before any work.
 
@@ -333,9 +491,12 @@ def export_tflite(
     Example:
         >>> from byot_keras import zoo
         >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model.input_normalization = {"scale": 1 / 255, "mean": 0.5, "std": 0.25}
         >>> manifest = export_tflite(model, "/tmp/doc_export")
         >>> [e["files"]["float32"]["file"] for e in manifest["exits"]][:2]
         ['exit_1.tflite', 'exit_2.tflite']
+        >>> manifest["exits"][0]["files"]["float32"]["outputs"]
+        {'probabilities': [10]}
         >>> manifest["multi_signature"]["files"]["float32"]["file"]
         'model.tflite'
     """
@@ -353,6 +514,7 @@ def export_tflite(
     selected = list(range(1, model.num_exits + 1)) if exits is None else [
         int(model.exit_name(k).split("_")[1]) for k in exits]
     quantizations = check_quantizations(quantizations)
+    exit_outputs = check_exit_outputs(exit_outputs)
     calibrated = [q for q in quantizations if q in CALIBRATED]
     if calibrated and representative_data is None:
         raise ValueError(
@@ -365,10 +527,16 @@ def export_tflite(
         if data is not None and tuple(np.shape(data)[1:]) != input_shape:
             raise ValueError(f"{label} has shape {np.shape(data)}; the model takes "
                              f"(n, {', '.join(map(str, input_shape))}).")
+    if normalization is None:
+        normalization = getattr(model, "input_normalization", None)
+    normalization = check_normalization(normalization, int(input_shape[-1]))
     num_classes = model.num_classes
     labels = [str(i) for i in range(num_classes)] if labels is None else list(labels)
     if len(labels) != num_classes:
         raise ValueError(f"{len(labels)} labels for a {num_classes}-class model.")
+    bad = [label for label in labels if not str(label).strip() or "\n" in str(label)]
+    if bad:
+        raise ValueError(f"Labels must be non-empty single lines; got {bad[:3]}.")
     check_export_data(representative_data, eval_data, num_classes, max_calibration_examples)
 
     options = {
@@ -376,14 +544,44 @@ def export_tflite(
         "multi_signature": multi_signature, "selected": selected,
         "int8_float_classifier": bool(int8_float_classifier),
         "int8_equalize": bool(int8_equalize), "int8_trunk": bool(int8_trunk),
+        "exit_outputs": exit_outputs, "normalization": normalization,
+        "labels": [str(label) for label in labels],
+        "info": metadata_defaults(model.network.weights, model_info),
     }
     planned = planned_files(model.num_exits, selected, quantizations, cascade,
                             multi_signature)
     with ExportFolder(output_dir, planned, allow_other_files=allow_other_files) as folder:
         manifest = _write_export(model, folder, options, representative_data,
-                                 max_calibration_examples, eval_data, labels, normalization,
-                                 input_shape)
+                                 max_calibration_examples, eval_data, input_shape)
     return manifest
+
+
+def metadata_defaults(weights: Sequence, model_info: Mapping[str, str] | None = None
+                      ) -> dict:
+    """The metadata's version (default: "sha256:" and 12 hex digits of the weights'
+    hash), author (default "byot-keras") and license (default None), overridden by
+    `model_info`.
+
+    Example:
+        >>> metadata_defaults([np.zeros(3)], {"license": "MIT"})["version"]
+        'sha256:9d908ecfb6b2'
+    """
+    model_info = dict(model_info or {})
+    unknown = sorted(set(model_info) - set(MODEL_INFO_KEYS))
+    if unknown:
+        raise ValueError(f"model_info: unknown keys {unknown}; valid: "
+                         f"{', '.join(MODEL_INFO_KEYS)}.")
+    digest = hashlib.sha256()
+    for weight in weights:
+        digest.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
+    info = {"version": f"sha256:{digest.hexdigest()[:12]}", "author": METADATA_AUTHOR,
+            "license": None}
+    for key, value in model_info.items():
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"model_info['{key}'] must be a non-empty string, got "
+                             f"{value!r}.")
+        info[key] = value
+    return info
 
 
 def check_export_data(representative_data, eval_data, num_classes: int,
@@ -463,16 +661,115 @@ def _deployed_networks(model, options: dict, calibration) -> tuple[dict, int | N
     return networks, pairs
 
 
+_QUANTIZATION_TEXT = {
+    "float32": "float32",
+    "float16": "float16 weights, float32 compute",
+    "dynamic_int8": "int8 weights, float32 activations",
+    "int8": "full-integer int8",
+    "int16x8": "int16 activations, int8 weights",
+}
+
+
+def quantization_text(quantization: str, int8_io: bool) -> str:
+    """How a file of this quantization computes, for its metadata description.
+
+    Example:
+        >>> quantization_text("int8", int8_io=True)
+        'full-integer int8 with uint8 image and probabilities (int8 logits and trunk tensors)'
+    """
+    text = _QUANTIZATION_TEXT[quantization]
+    if quantization == "int8":
+        text += (" with uint8 image and probabilities (int8 logits and trunk tensors)"
+                 if int8_io else " with float32 inputs and outputs")
+    return text
+
+
+def _tensor_info(name: str, dtype: str, options: dict, exit_label: str,
+                 segment: int | None = None) -> metadata_lib.TensorInfo:
+    """What the metadata says about one of an export's tensors."""
+    normalization = options["normalization"]
+    num_classes = len(options["labels"])
+    if name == IMAGE:
+        if normalization is None:
+            text = ("The network's input, passed on unchanged: the model's input "
+                    "normalisation is unknown. NormalizationOptions mean 0, std 1: tools "
+                    "feed 0..255 pixel values, right only for a model trained on them.")
+        else:
+            stored = ("uint8 (quantization scale 1, zero point 0: the bytes are the "
+                      "pixels)" if dtype == "uint8" else dtype)
+            text = (f"RGB image, pixel values 0..255 as {stored}, NHWC. The file computes "
+                    f"the model's input normalisation itself: (pixel / 255 - mean) / std, "
+                    f"mean {normalization['mean']}, std {normalization['std']}.")
+        # Pixel units, as tools apply it: (pixel - 0) / 1, i.e. the pixels unchanged.
+        return metadata_lib.TensorInfo(
+            name, text, image=True, normalization=([0.0], [1.0]),
+            value_range=(0.0, 255.0) if normalization is not None else None)
+    if name == PROBABILITIES:
+        text = (f"Probabilities of the {num_classes} classes (softmax of {exit_label}'s "
+                "logits), in the order of labels.txt.")
+        value_range = {"float32": (0.0, 1.0), "uint8": (0.0, 255.0)}.get(dtype)
+        if dtype == "uint8":
+            text += " uint8: probability = value / 256."
+        return metadata_lib.TensorInfo(name, text, value_range=value_range,
+                                       labels_file=LABELS)
+    if name == LOGITS:
+        text = (f"Class scores (logits) of {exit_label}, in the order of labels.txt; "
+                "their softmax gives the probabilities.")
+        if dtype != "float32":
+            text += f" {dtype}: dequantize with the tensor's scale and zero point."
+        return metadata_lib.TensorInfo(name, text, labels_file=LABELS)
+    if name == TRUNK_OUT:
+        return metadata_lib.TensorInfo(name, f"Feature map for cascade segment "
+                                             f"{segment + 1}: pass it on unchanged as its "
+                                             f"'{TRUNK_IN}'.")
+    if name == TRUNK_IN:
+        return metadata_lib.TensorInfo(name, f"Feature map: cascade segment {segment - 1}'s "
+                                             f"'{TRUNK_OUT}', unchanged.")
+    return metadata_lib.TensorInfo(name, name)
+
+
+def add_export_metadata(flatbuffer: bytes, options: dict, title: str, description: str,
+                        exit_label: str, segment: int | None = None) -> bytes:
+    """`flatbuffer` with TFLite Model Metadata describing subgraph 0 (name `title`,
+    `description`, each tensor by its name) and `labels.txt` packed in. `options`: the
+    export's "normalization", "labels" and "info" (`metadata_defaults`).
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
+        >>> options = {"normalization": None, "labels": ["cat", "dog"],
+        ...            "info": metadata_defaults(model.network.weights)}
+        >>> packed = add_export_metadata(convert(model.exit_model(1), "image"), options,
+        ...                              "demo", "exit 1 as a file", "exit_1")
+        >>> metadata_lib.read_metadata(packed)["associated_files"]
+        {'labels.txt': b'cat\\ndog\\n'}
+    """
+    inputs, outputs = metadata_lib.subgraph_tensors(flatbuffer)
+    info = options["info"]
+    model_info = metadata_lib.ModelInfo(
+        name=title, description=description, version=info["version"],
+        author=info["author"], license=info["license"],
+        inputs=[_tensor_info(n, d, options, exit_label, segment) for n, d in inputs],
+        outputs=[_tensor_info(n, d, options, exit_label, segment) for n, d in outputs])
+    labels = ("\n".join(options["labels"]) + "\n").encode()
+    return metadata_lib.add_metadata(flatbuffer, model_info, {LABELS: labels})
+
+
 def _write_export(model, export: ExportFolder, options, representative_data,
-                  max_calibration_examples, eval_data, labels, normalization, input_shape):
+                  max_calibration_examples, eval_data, input_shape):
     folder = export.staging
     quantizations, int8_io = options["quantizations"], options["int8_io"]
     float_classifier = options["int8_float_classifier"]
+    normalization, output = options["normalization"], options["exit_outputs"]
     calibration = None
     if representative_data is not None:
         calibration = np.asarray(representative_data[:max_calibration_examples], np.float32)
     check_images = (calibration if calibration is not None else
                     np.random.default_rng(0).normal(size=(8, *input_shape)).astype("float32"))
+    # The files that take the image take 0..255 pixels: the same images, un-normalised.
+    pixel_calibration = None if calibration is None else to_pixels(calibration, normalization)
+    pixel_checks = to_pixels(check_images, normalization)
+    pixel_eval = None if eval_data is None else to_pixels(eval_data[0], normalization)
     costs = model.exit_costs()
     exits = [{**cost, "files": {}, "segment": {}} for cost in costs]
     writer = _Writer(folder)
@@ -485,14 +782,24 @@ def _write_export(model, export: ExportFolder, options, representative_data,
         if k not in options["selected"]:
             continue
         for quantization in quantizations:
-            flatbuffer = convert(subs[quantization][k - 1], IMAGE, quantization, calibration,
-                                 int8_io, float_classifier=float_classifier)
+            flatbuffer = convert(subs[quantization][k - 1], IMAGE, quantization,
+                                 pixel_calibration, int8_io, float_classifier=float_classifier,
+                                 normalization=normalization,
+                                 probabilities=output == PROBABILITIES)
+            flatbuffer = add_export_metadata(
+                flatbuffer, options, f"{model.name} exit_{k}",
+                f"Exit {k} of {model.num_exits} of {model.name}, a multi-exit network "
+                f"(byot-keras), as an image classifier: only the layers exit {k} needs. "
+                f"{quantization_text(quantization, int8_io)}. Input: an RGB image; output: "
+                f"{output} of the {model.num_classes} classes.", f"exit_{k}")
             info = writer.write(file_name(f"exit_{k}", quantization), flatbuffer)
             runner = LiteRTModel(flatbuffer)
+            info.update(runner.tensor_facts())
             if quantization == "float32":
-                info.update(_float_check(runner, check_images, keras_check[f"exit_{k}"]))
+                info.update(_float_check(runner, pixel_checks, keras_check[f"exit_{k}"],
+                                         output))
             if eval_data is not None:
-                got = runner.predict(image=eval_data[0])[LOGITS]
+                got = runner.predict(image=pixel_eval)[output]
                 info["accuracy"] = _top1(got, eval_data[1])
                 info["agreement_with_keras"] = float(np.mean(
                     got.argmax(-1) == keras_eval[f"exit_{k}"].argmax(-1)))
@@ -504,11 +811,12 @@ def _write_export(model, export: ExportFolder, options, representative_data,
         _write_cascade(model, writer, exits, networks, calibration, options)
     multi = None
     if options["multi_signature"]:
-        multi = _write_multi_signature(model, writer, subs, calibration, options,
-                                       check_images, keras_check)
+        multi = _write_multi_signature(model, writer, subs, pixel_calibration, options,
+                                       pixel_checks, keras_check)
 
     with open(os.path.join(folder, LABELS), "w") as f:
-        f.write("\n".join(labels) + "\n")
+        f.write("\n".join(options["labels"]) + "\n")
+    info = options["info"]
     manifest = {
         "format_version": MANIFEST_VERSION,
         "model": model.name,
@@ -516,14 +824,26 @@ def _write_export(model, export: ExportFolder, options, representative_data,
         "num_exits": model.num_exits,
         "signature": SIGNATURE,
         "input": manifest_input(input_shape, quantizations, int8_io, normalization),
+        "exit_outputs": output,
         "labels_file": LABELS,
+        "metadata": {
+            "description": "Every .tflite file carries TFLite Model Metadata (read by "
+                           "MediaPipe Tasks and Android Studio): name, description, "
+                           "version, author, the image input's colour space and "
+                           "normalisation, each output's meaning, labels.txt packed in.",
+            "version": info["version"],
+            "author": info["author"],
+            "license": info["license"],
+            "min_parser_version": metadata_lib.MIN_PARSER_VERSION,
+        },
         "quantizations": quantizations,
         "int8_io": bool(int8_io),
         "int8_trunk": bool(options["cascade"] and "int8" in quantizations
                            and options["int8_trunk"]),
         "cascade": {
-            "description": "Run segment_1 on the image, then segment_k on segment_(k-1)'s "
-                           "'trunk_out'; each segment's 'logits' is exit k's answer.",
+            "description": "Run segment_1 on the image (as the exit files take it), then "
+                           "segment_k on segment_(k-1)'s 'trunk_out'; each segment's "
+                           "'logits' is exit k's answer.",
         } if options["cascade"] else None,
         "multi_signature": multi,
         "exits": exits,
@@ -540,56 +860,89 @@ def _write_export(model, export: ExportFolder, options, representative_data,
     return export.write_manifest(manifest)
 
 
-def _float_check(runner: LiteRTModel, images: np.ndarray, reference: np.ndarray) -> dict:
-    got = runner.predict(image=images)[LOGITS]
+def _float_check(runner: LiteRTModel, images: np.ndarray, keras_logits: np.ndarray,
+                 output: str) -> dict:
+    """The file's largest deviation from the Keras exit (its softmax for
+    "probabilities") on `images` (the file's inputs), and the size of the values."""
+    from byot_keras.inference import softmax
+
+    reference = np.asarray(keras_logits, np.float64)
+    if output == PROBABILITIES:
+        reference = softmax(reference)
+    got = runner.predict(image=images)[output]
     return {"max_abs_diff": float(np.abs(got - reference).max()),
-            "logit_scale": float(np.abs(reference).max())}
+            "output_scale": float(np.abs(reference).max())}
 
 
 def _write_cascade(model, writer, exits, networks, calibration, options):
     segments = {q: cascade_models(model, networks[q]) for q in options["quantizations"]}
-    segment_inputs = calibration
+    normalization = options["normalization"]
+    keras_inputs = calibration  # what the Keras segment takes
     trunk_quantization = None  # int8 "trunk_out" (scale, zero point) of the last segment
     for k, entry in enumerate(exits):
         input_name = IMAGE if k == 0 else TRUNK_IN
+        file_inputs = (to_pixels(keras_inputs, normalization)
+                       if k == 0 and keras_inputs is not None else keras_inputs)
         for quantization in options["quantizations"]:
             flatbuffer = convert(segments[quantization][k], input_name, quantization,
-                                 segment_inputs, options["int8_io"],
-                                 float_classifier=options["int8_float_classifier"])
+                                 file_inputs, options["int8_io"],
+                                 float_classifier=options["int8_float_classifier"],
+                                 normalization=normalization)
             if quantization == "int8" and options["int8_trunk"]:
                 flatbuffer = int8_trunk_interface(flatbuffer, trunk_quantization)
                 if k + 1 < len(exits):
                     trunk_quantization = LiteRTModel(flatbuffer).output_details[TRUNK_OUT][
                         "quantization"]
+            flatbuffer = add_export_metadata(
+                flatbuffer, options, f"{model.name} cascade segment_{k + 1}",
+                f"Segment {k + 1} of {len(exits)} of the early-exit cascade of "
+                f"{model.name} (byot-keras): run segment_1 on the image, then segment_k on "
+                "segment_(k-1)'s trunk_out; stop at the first exit whose largest softmax "
+                "probability reaches your threshold. "
+                f"{quantization_text(quantization, options['int8_io'])}.",
+                f"exit_{k + 1}", segment=k + 1)
             info = writer.write(f"{CASCADE}/{file_name(f'segment_{k + 1}', quantization)}",
                                 flatbuffer)
-            info.update(LiteRTModel(flatbuffer).tensor_shapes())
+            info.update(LiteRTModel(flatbuffer).tensor_facts())
             entry["segment"][quantization] = info
         segment = segments[options["quantizations"][0]][k]
-        if segment_inputs is not None and TRUNK_OUT in segment.output:
+        if keras_inputs is not None and TRUNK_OUT in segment.output:
             # The trunk is the same function in every network copy (rescaling only
             # touches depthwise -> 1x1 pairs and preserves outputs).
-            segment_inputs = segment.predict(segment_inputs, verbose=0)[TRUNK_OUT]
+            keras_inputs = segment.predict(keras_inputs, verbose=0)[TRUNK_OUT]
 
 
 def _write_multi_signature(model, writer, subs, calibration, options, check_images,
                            keras_check) -> dict:
     signatures = list(model.exit_names)
+    output = options["exit_outputs"]
     files = {}
     for quantization in options["quantizations"]:
         flatbuffer = convert_signatures(
             dict(zip(signatures, subs[quantization])), IMAGE, quantization, calibration,
-            options["int8_io"], float_classifier=options["int8_float_classifier"])
+            options["int8_io"], float_classifier=options["int8_float_classifier"],
+            normalization=options["normalization"],
+            probabilities=output == PROBABILITIES)
+        main = metadata_lib.subgraph_signature(flatbuffer, 0)
+        flatbuffer = add_export_metadata(
+            flatbuffer, options, f"{model.name} all exits",
+            f"All {model.num_exits} exits of {model.name} (byot-keras), one signature "
+            f"per exit ('exit_1' ... 'exit_{model.num_exits}'), sharing their weights. "
+            f"{quantization_text(quantization, options['int8_io'])}. This metadata "
+            f"describes subgraph 0, signature '{main}', which metadata-based tools run; "
+            "the other signatures take and return the same tensors.", main)
         info = writer.write(file_name(MULTI_SIGNATURE_STEM, quantization), flatbuffer)
+        info["metadata_signature"] = main
         if quantization == "float32":
             checks = [_float_check(LiteRTModel(flatbuffer, signature=name), check_images,
-                                   keras_check[name]) for name in signatures]
+                                   keras_check[name], output) for name in signatures]
             info["max_abs_diff"] = max(c["max_abs_diff"] for c in checks)
-            info["logit_scale"] = max(c["logit_scale"] for c in checks)
+            info["output_scale"] = max(c["output_scale"] for c in checks)
         files[quantization] = info
     return {
         "description": "One file with one signature per exit ('exit_1' ... 'exit_N'; "
-                       "input 'image', output 'logits'), the exits sharing their weights.",
+                       f"input 'image', output '{output}'), the exits sharing their "
+                       "weights. Its metadata describes `metadata_signature`.",
         "signatures": signatures,
         "files": files,
     }

@@ -312,6 +312,8 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
     # exits are side-by-side branches, not a chain an image could leave early.
     chain = getattr(model, "exits_form_a_chain", True)
     evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker and chain)
+    if hasattr(model, "input_normalization"):  # saved with it: exports build it in
+        model.input_normalization = source.normalization
     model_file = save_model_atomically(model, os.path.join(run_dir, "model.keras"))
     training = {
         "epochs_completed": int(state.get("epoch", 0)),

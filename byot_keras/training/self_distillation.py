@@ -67,6 +67,10 @@ class SelfDistillationModel(ScheduledModel):
             (`byot_keras.losses.BYOTLoss("paper")`, `MSDLoss(alpha=0.2)`, ...).
         **options: the method's options (e.g. `temperature=4.0`); unknown ones raise and
             list the valid ones. Keras' own `name`, `trainable` and `dtype` pass through.
+        input_normalization: what the training data pipeline did to pixel values,
+            `{"scale", "mean", "std"}` (see `byot_keras.normalization`); saved with the
+            model so that `byot_keras.export` builds it into the exported files. None:
+            unknown (byot-train and byot-quickstart set it).
 
     Methods with a schedule (`msd`'s feature weight, `sdn`'s ramp) read the epoch from
     `fit`, and the run's length from `fit(epochs=...)` unless `total_epochs` is set; the
@@ -91,7 +95,8 @@ class SelfDistillationModel(ScheduledModel):
     """
 
     def __init__(self, network: keras.Model, objective=None, method: str | None = None,
-                 exit_structure=None, builder: dict | None = None, **kwargs):
+                 input_normalization: dict | None = None, exit_structure=None,
+                 builder: dict | None = None, **kwargs):
         model_kwargs = {k: kwargs.pop(k) for k in ("name", "trainable", "dtype") if k in kwargs}
         super().__init__(**model_kwargs)
         output_names = sorted(network.output) if isinstance(network.output, dict) else []
@@ -112,6 +117,7 @@ class SelfDistillationModel(ScheduledModel):
         self._builder_json = None if builder is None else json.dumps(builder)
         self._exit_structure_json = None if exit_structure is None else json.dumps(
             [e if isinstance(e, dict) else e.to_dict() for e in exit_structure])
+        self.input_normalization = input_normalization
         self.objective = resolve_objective(objective, method, kwargs)
         if isinstance(self.objective, losses_lib.CohortObjective):
             raise ValueError(
@@ -179,6 +185,23 @@ class SelfDistillationModel(ScheduledModel):
     def paired_batches(self) -> bool:
         """Whether training needs class-paired batches (CS-KD)."""
         return bool(self.objective.PAIRED_BATCHES)
+
+    @property
+    def input_normalization(self) -> dict | None:
+        """The training data's normalisation (`byot_keras.normalization`), or None."""
+        if self._input_normalization is None:
+            return None
+        return {key: list(v) if isinstance(v, list) else v
+                for key, v in self._input_normalization}
+
+    @input_normalization.setter
+    def input_normalization(self, value) -> None:
+        from byot_keras.normalization import check_normalization
+
+        channels = int(self.network.inputs[0].shape[-1] or 3)
+        # Kept as a tuple of items: Keras would wrap a dict attribute for tracking.
+        checked = check_normalization(value, channels, where="input_normalization")
+        self._input_normalization = None if checked is None else tuple(checked.items())
 
     def _expected_image_shape(self) -> tuple | None:
         if len(self.network.inputs) != 1:
@@ -289,6 +312,7 @@ class SelfDistillationModel(ScheduledModel):
             "objective": keras.saving.serialize_keras_object(self.objective),
             "exit_structure": [info.to_dict() for info in self.exit_structure],
             "builder": self.builder,
+            "input_normalization": self.input_normalization,
         })
         return config
 
