@@ -23,6 +23,15 @@ from byot_keras.training.schedule import (
 )
 
 
+def as_float32(outputs: dict) -> dict:
+    """The outputs in float32 (a mixed_float16 / mixed_bfloat16 network computes in
+    half precision; softmax, cross-entropy and the distillation terms are not)."""
+    half = ("float16", "bfloat16")
+    return {name: ops.cast(value, "float32")
+            if keras.backend.standardize_dtype(value.dtype) in half else value
+            for name, value in outputs.items()}
+
+
 def resolve_objective(objective=None, method: str | None = None, options: dict | None = None
                       ) -> losses_lib.Objective:
     """The loss object from the ways users give it.
@@ -243,6 +252,7 @@ class SelfDistillationModel(ScheduledModel):
             y_pred = dict(y_pred)
             for k, adapter in zip(self._feature_exits, self.adapters):
                 y_pred[f"feature_{k}"] = adapter(y_pred[f"feature_{k}"])
+        y_pred = as_float32(y_pred)  # mixed precision: the loss is computed in float32
         terms = self.objective.terms(y, y_pred, sample_weight, training=training,
                                      cross_replica_sum=cross_replica_sum, **self.progress())
         for tracker, term in zip(self.term_trackers, self.objective.TERMS):
@@ -254,6 +264,7 @@ class SelfDistillationModel(ScheduledModel):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         labels = losses_lib.sparse_labels(y, self.num_classes)
+        y_pred = as_float32(y_pred)
         logits = [y_pred[name] for name in self.exit_names]
         for metric, exit_logits in zip(self.exit_accuracy, logits):
             metric.update_state(labels, exit_logits, sample_weight=sample_weight)
