@@ -17,6 +17,7 @@ def render(results: dict, notes: str | None = None) -> str:
     """The whole page; `notes` (Markdown, e.g. benchmarks/what_we_tried.md) ends it."""
     lines = _header(results)
     lines += _targets(results)
+    lines += _peer(results)
     lines += _throughput(results)
     lines += _profiles(results)
     lines += _options(results)
@@ -428,11 +429,35 @@ def render_readme(results: dict, page: str = "benchmarks/RESULTS.md") -> str:
         f"apart in one process. Every table, the method and the load: [{page}]({page}).",
         "",
     ]
+    lines += _readme_peer(results)
     lines += _readme_training(results)
     lines += _readme_inference(results)
     lines += _readme_starvation(results)
     lines += _readme_accuracy(results)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _peer_table(peer: dict) -> list[str]:
+    from benchmarks.peer import render
+
+    return render(peer).splitlines()[2:]
+
+
+def _peer(results: dict) -> list[str]:
+    peer = results.get("peer")
+    if not peer:
+        return []
+    if "note" in peer:
+        return ["## Against the PyTorch peer", "", peer["note"], ""]
+    return ["## Against the PyTorch peer", "", *_peer_table(peer), ""]
+
+
+def _readme_peer(results: dict) -> list[str]:
+    peer = results.get("peer")
+    if not peer or "note" in peer:
+        return []
+    return [f"### Against PyTorch (the same step in PyTorch {peer['torch']}, "
+            "`../shared/bench/byot_torch.py`)", "", *_peer_table(peer), ""]
 
 
 def _readme_training(results: dict) -> list[str]:

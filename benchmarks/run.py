@@ -13,14 +13,18 @@ Measures, in one process and interleaved (see benchmarks/training_speed.py):
 - training throughput of `ce`, `byot`, `msd`, `eed` per architecture (in-memory data),
   the step-time ratio to `ce` next to the arithmetic limit (training MACs / ce MACs),
   the profile of one step (op time by model part) and its peak memory;
-- what the speed options give (XLA, a fused batch norm, steps_per_execution);
+- what the speed options give (XLA, Keras' own batch norm instead of the zoo's fused
+  one, steps_per_execution);
 - the input pipeline's starvation ratio (CIFAR-10 through byot_keras.data.pipeline vs
   in-memory), from benchmarks/pipeline_starvation.py (run in full mode, its stored
   result otherwise);
 - per-exit inference latency of the Keras model, beside the TFLite files' figures from
   benchmarks/tflite_latency.py's last run;
 - (full) accuracy at a small fixed budget on the offline CIFAR-10: narrow networks, every
-  method, two seeds.
+  method, two seeds;
+- with `--torch_python` (an environment with torch): the same ResNet-18 training step in
+  PyTorch (../shared/bench/byot_torch.py) and ours, alternating fresh processes
+  (benchmarks/peer.py).
 
 Writes a Markdown report (tables, the exact command, machine, versions, load) and the raw
 figures as JSON, both rewritten atomically after every section, so an interrupted run
@@ -55,7 +59,7 @@ METHODS = ("ce", "byot", "msd", "eed")
 # The accuracy section trains every single-network method byot-train knows (the cohort
 # and teacher models are compared in tests/test_methods_cifar10.py).
 ACCURACY_METHODS = (*METHODS, "sdn", "deep_supervision", "cskd")
-SECTIONS = ("speed", "inference", "starvation", "accuracy")
+SECTIONS = ("speed", "peer", "inference", "starvation", "accuracy")
 # byot's step time may exceed its arithmetic limit (the FLOPs ratio) by this factor.
 OVERHEAD_TARGET = 1.05
 
@@ -118,8 +122,8 @@ def make_plan(mode: str) -> Plan:
             SpeedGroup(
                 "options", "resnet18_byot", 1.0, 64, methods=("ce", byot), windows=3,
                 variants=(("byot + XLA", byot, {"jit_compile": True}),
-                          ("ce + fused BN", "ce", {"fused_batchnorm": True}),
-                          ("byot + fused BN", byot, {"fused_batchnorm": True})),
+                          ("ce + Keras BN", "ce", {"keras_batchnorm": True}),
+                          ("byot + Keras BN", byot, {"keras_batchnorm": True})),
                 profile=False, note="speed options on ResNet-18 (batch 64)"),
             SpeedGroup(
                 "steps_per_execution", "resnet18_byot", 0.125, 16, methods=(byot,),
@@ -278,7 +282,7 @@ def default_outputs(mode: str, output_dir: str | None) -> tuple[str, str]:
 
 def run(mode: str, *, data_dir: str | None = DEFAULT_DATA_DIR, output_dir: str | None = None,
         sections: tuple = SECTIONS, groups: tuple | None = None, merge: bool = False,
-        command: str | None = None) -> dict:
+        command: str | None = None, torch_python: str | None = None) -> dict:
     """Runs `mode`'s plan (only `sections`, and of the speed section only the `groups`
     named, default all); writes and returns the results (see the module docstring).
     `merge`: start from the results file already there and replace only what this call
@@ -326,6 +330,17 @@ def run(mode: str, *, data_dir: str | None = DEFAULT_DATA_DIR, output_dir: str |
             update_readme(results)
 
     inference_done = False
+    if "peer" in sections and mode != "smoke":
+        if torch_python:
+            from benchmarks import peer
+
+            log(f"peer: PyTorch ({torch_python}) and ours, alternating")
+            results["peer"] = peer.compare(torch_python, batches=(64, 128),
+                                           rounds=3 if mode == "full" else 1)
+        elif "peer" not in results:
+            results["peer"] = {"note": "no torch environment given (--torch_python): the "
+                                       "PyTorch peer was not run."}
+        save()
     if "speed" in sections:
         for group in plan.groups:
             if groups and group.key not in groups:
@@ -449,6 +464,9 @@ def parse_args(argv):
                         help="Comma-separated speed groups to run (default: all of the mode's).")
     parser.add_argument("--merge", action="store_true",
                         help="Keep the stored results and replace only what this run measures.")
+    parser.add_argument("--torch_python", default=None,
+                        help="Python of an environment with torch: also run the PyTorch "
+                             "peer (section peer), alternating with ours.")
     parser.add_argument("--render_only", action="store_true",
                         help="Measure nothing: rewrite the Markdown page from the stored JSON.")
     return parser.parse_args(argv)
@@ -467,7 +485,8 @@ def main(argv=None) -> dict | str:
         return render_only(args.mode, args.output_dir)
     return run(args.mode, data_dir=args.data_dir, output_dir=args.output_dir,
                sections=_names(args.sections), groups=_names(args.groups) or None,
-               merge=args.merge, command="python -m benchmarks.run " + " ".join(argv))
+               merge=args.merge, command="python -m benchmarks.run " + " ".join(argv),
+               torch_python=args.torch_python)
 
 
 if __name__ == "__main__":

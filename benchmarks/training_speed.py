@@ -57,7 +57,7 @@ def in_memory_batches(batch_size: int, image_shape=(32, 32, 3), num_classes: int
 
 def build_model(name: str, method: str, *, num_classes: int = 10, width_multiplier: float = 1.0,
                 jit_compile: bool = False, steps_per_execution: int = 1,
-                fused_batchnorm: bool = False, learning_rate: float = 0.01):
+                keras_batchnorm: bool = False, learning_rate: float = 0.01):
     """A zoo model compiled for training (SGD, momentum 0.9) as the benchmark times it."""
     import keras
 
@@ -65,10 +65,10 @@ def build_model(name: str, method: str, *, num_classes: int = 10, width_multipli
 
     model = zoo.create_model(name, method=method, num_classes=num_classes,
                              width_multiplier=width_multiplier)
-    if fused_batchnorm:
-        from benchmarks.fused_batchnorm import with_fused_batchnorm
+    if keras_batchnorm:  # Keras' composite batch norm instead of the zoo's fused one
+        from benchmarks.keras_batchnorm import with_keras_batchnorm
 
-        model = with_fused_batchnorm(model)
+        model = with_keras_batchnorm(model)
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
                   jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     return model

@@ -79,7 +79,7 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
 def test_unknown_mode_or_section_is_refused_with_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="smoke, quick, full"):
         bench.run("fast", output_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="speed, inference, starvation, accuracy"):
+    with pytest.raises(ValueError, match="speed, peer, inference, starvation, accuracy"):
         bench.run("smoke", output_dir=str(tmp_path), sections=("speed", "latency"))
 
 
