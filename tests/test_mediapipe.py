@@ -33,10 +33,10 @@ SCRIPT = Path(__file__).with_name("mediapipe_classify.py")
 TEST_IMAGES = 300
 FLOAT32_MIN_AGREEMENT = 0.99
 # int8 answers flip where the top-2 probabilities are close; a briefly trained model has
-# many such images (see test_cifar10.py). Measured: 95.0 / 97.0 % (exit 1 / 2) with float
-# input and output, 94.7 / 95.7 % with uint8; a broken input scale or label order lands
-# far below.
-INT8_MIN_AGREEMENT = 0.90
+# many such images (see test_cifar10.py). Measured on runs of this fixture: 89-97 % per
+# exit and variant (89 % for exit 1 with uint8 I/O on one CI machine); a broken input scale
+# or label order lands near chance (10 %).
+INT8_MIN_AGREEMENT = 0.85
 
 pytestmark = pytest.mark.skipif(
     not MEDIAPIPE_PYTHON,

@@ -10,7 +10,17 @@ Example:
     (5, 'vgg11_byot_network')
 """
 
-from byot_keras.networks import alexnet, densenet, resnet, resnext, vgg, wide_resnet  # noqa: F401
+# batch_norm registers FusedBatchNormalization, so a saved model loads in a process that
+# built no network.
+from byot_keras.networks import (  # noqa: F401
+    alexnet,
+    batch_norm,
+    densenet,
+    resnet,
+    resnext,
+    vgg,
+    wide_resnet,
+)
 from byot_keras.networks.registry import (
     NetworkBuilder,
     build_network,
