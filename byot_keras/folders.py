@@ -7,13 +7,19 @@ recorded: an export's `manifest.json`, a training run's `config.json`, the quick
 is refused before any work starts, unless the user allows writing beside it; even then
 a foreign entry is never deleted or overwritten.
 
+A file the earlier run wrote may since have been replaced by the user (their own
+model.keras put where the quickstart's was): the record keeps the SHA-256 of what was
+written (`file_sha256`), and a file whose hash differs is foreign too
+(`changed_since_written`).
+
 This module holds the rule; each writer says which entries are its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # Prefix of the temporary folders and files the package creates while writing (a process
 # killed mid-write can leave one behind; they are the package's own).
@@ -22,6 +28,48 @@ TEMPORARY_PREFIXES = (".byot-", ".tmp-", ".saving-")
 
 class OutputFolderError(ValueError):
     """An output folder holds entries the command did not write, or is not a folder."""
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 (hex) of the file at `path`, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def changed_since_written(folder: str, names: Iterable[str], record: str,
+                          hashes: Mapping[str, str] | None) -> list[str]:
+    """The files among `names` (relative to `folder`) that are no longer what the
+    writer wrote: the writer recorded their SHA-256 in `hashes` (kept in its `record`
+    file, e.g. results.json) and the file's differs now, so the user replaced it.
+
+    A record written before hashes were kept (`hashes` None) cannot say; a file modified
+    after `record` counts as changed then (the writers write their record last). Only
+    existing files are hashed, and only those `names`.
+    """
+    changed = []
+    record_path = os.path.join(folder, record)
+    for name in names:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        if hashes is None:
+            if os.path.isfile(record_path) and (
+                    os.stat(path).st_mtime_ns > os.stat(record_path).st_mtime_ns):
+                changed.append(name)
+        elif name in hashes and file_sha256(path) != hashes[name]:
+            changed.append(name)
+    return changed
+
+
+def recorded_hashes(value) -> dict[str, str] | None:
+    """A record's {file: sha256} entry if it is one (else None: an older record)."""
+    if isinstance(value, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return dict(value)
+    return None
 
 
 def relative_files(folder: str) -> list[str]:
@@ -88,7 +136,8 @@ def foreign_entries(folder: str, owned: Iterable[str]) -> list[str]:
 
 def check_output_folder(folder: str, *, owned: Iterable[str], writes: Iterable[str],
                         allow_others: bool, command: str, allow_flag: str,
-                        flag: str = "output_dir") -> list[str]:
+                        flag: str = "output_dir", changed: Iterable[str] = (),
+                        record: str = "") -> list[str]:
     """Refuses to write `writes` into `folder` when that could touch a foreign entry.
 
     Args:
@@ -99,6 +148,9 @@ def check_output_folder(folder: str, *, owned: Iterable[str], writes: Iterable[s
         allow_others: the user allowed writing beside foreign entries (`--<allow_flag>`).
         command: who writes, for the message ("byot-export").
         allow_flag: the flag (or keyword argument) that allows foreign entries.
+        changed: files the earlier run wrote but the user has replaced since (see
+            `changed_since_written`): foreign, and named as such.
+        record: the file that recorded what the earlier run wrote (for the message).
 
     Returns the foreign entries (empty, or kept when `allow_others`).
 
@@ -107,8 +159,17 @@ def check_output_folder(folder: str, *, owned: Iterable[str], writes: Iterable[s
             (never allowed); foreign entries without `allow_others`.
     """
     path = require_folder_path(folder, flag)
-    foreign = foreign_entries(path, owned)
+    changed = sorted(changed)
+    foreign = foreign_entries(path, set(owned) - set(changed))
     writes = [w.rstrip("/") for w in writes]
+    replaced = [p for p in changed if p in writes]
+    if replaced:
+        them = "it" if len(replaced) == 1 else "them"
+        raise OutputFolderError(
+            f"--{flag} '{folder}' holds {describe(replaced)}, which {command} wrote there "
+            f"earlier but which {'has' if len(replaced) == 1 else 'have'} been replaced "
+            f"since (not the file {record or 'its record'} records): {command} will not "
+            f"overwrite {them}. Move {them} away or choose another --{flag}.")
     # A foreign file at a path this run writes, or a foreign folder it would write into.
     clashes = sorted(p for p in foreign if any(
         w == p.rstrip("/") or (p.endswith("/") and w.startswith(p)) for w in writes))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from byot_keras.options import integer_at_least
+
 
 @dataclass(frozen=True)
 class EarlyExitResult:
@@ -78,6 +80,7 @@ def early_exit_from_logits(exit_logits: Mapping | Sequence, threshold: float
     examples no exit is sure of get the deepest exit's answer.
 
     Example:
+        >>> import numpy as np
         >>> logits = {"exit_1": np.array([[4.0, 0.0], [0.1, 0.0]]),
         ...           "exit_2": np.array([[0.0, 1.0], [0.0, 3.0]])}
         >>> early_exit_from_logits(logits, threshold=0.9).exits.tolist()
@@ -103,6 +106,7 @@ def early_exit_predict(model, x, threshold: float = 0.9, batch_size: int | None 
     model); an empty batch gives empty results.
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
         >>> result = early_exit_predict(model, np.zeros((2, 32, 32, 3)), threshold=0.5)
@@ -111,6 +115,13 @@ def early_exit_predict(model, x, threshold: float = 0.9, batch_size: int | None 
     """
     check_threshold(threshold)
     check_multi_exit_model(model)
+    if batch_size is not None:
+        integer_at_least(1).check("batch_size", batch_size)
+    if x is None:
+        inputs = getattr(getattr(model, "network", model), "inputs", None)
+        shape = f"(batch, {', '.join(map(str, inputs[0].shape[1:]))})" if inputs else \
+            "(batch, height, width, channels)"
+        raise ValueError(f"early_exit_predict: x must be images of shape {shape}; got None.")
     if getattr(x, "shape", None) is not None and len(x.shape) > 0 and x.shape[0] == 0:
         # Keras' predict fails on no data; nothing in, nothing out.
         return EarlyExitResult(predictions=np.zeros(0, np.int64), exits=np.zeros(0, np.int64),

@@ -89,6 +89,7 @@ def to_pixels(images, normalization: Mapping | None) -> np.ndarray:
     the identity for None.
 
     Example:
+        >>> import numpy as np
         >>> to_pixels(np.zeros((1, 1, 3)), {"scale": 1 / 255, "mean": 0.5, "std": 0.5})
         array([[[127.5, 127.5, 127.5]]], dtype=float32)
     """
@@ -106,6 +107,7 @@ def from_pixels(pixels, normalization: Mapping | None) -> np.ndarray:
     float32; the identity for None.
 
     Example:
+        >>> import numpy as np
         >>> from_pixels(np.full((1, 1, 3), 255), {"scale": 1 / 255, "mean": 0.5, "std": 0.5})
         array([[[1., 1., 1.]]], dtype=float32)
     """

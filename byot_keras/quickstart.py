@@ -22,23 +22,39 @@ RESULTS_FILE = "results.json"
 def check_output_dir(output_dir: str, overwrite: bool = False) -> None:
     """The quickstart writes `model.keras` and `results.json`: it replaces those of an
     earlier quickstart, and refuses a folder holding anything else unless `overwrite`
-    (the other files are then kept; a `model.keras` it did not write is never replaced)."""
-    from byot_keras.folders import check_output_folder, require_folder_path
+    (the other files are then kept). A `model.keras` it did not write is never replaced:
+    nor one put in place of an earlier quickstart's (its SHA-256, which results.json
+    records, differs)."""
+    from byot_keras.folders import (
+        changed_since_written,
+        check_output_folder,
+        recorded_hashes,
+        require_folder_path,
+    )
 
     path = require_folder_path(output_dir)
-    owned = (MODEL_FILE, RESULTS_FILE) if _written_by_quickstart(path) else ()
+    results = _quickstart_results(path)
+    owned, changed = (), []
+    if results is not None:
+        owned = (MODEL_FILE, RESULTS_FILE)
+        changed = changed_since_written(path, [MODEL_FILE], RESULTS_FILE,
+                                        recorded_hashes(results.get("file_sha256")))
     check_output_folder(path, owned=owned, writes=(MODEL_FILE, RESULTS_FILE),
-                        allow_others=overwrite, command=COMMAND, allow_flag="overwrite")
+                        allow_others=overwrite, command=COMMAND, allow_flag="overwrite",
+                        changed=changed, record=RESULTS_FILE)
 
 
-def _written_by_quickstart(folder: str) -> bool:
+def _quickstart_results(folder: str) -> dict | None:
+    """The folder's results.json if an earlier quickstart wrote it, else None."""
     try:
         with open(os.path.join(folder, RESULTS_FILE)) as f:
             results = json.load(f)
     except (OSError, ValueError):
-        return False
-    return isinstance(results, dict) and (results.get("written_by") == COMMAND or {
-        "model", "objective", "exits", "early_exit", "model_file"} <= set(results))
+        return None
+    if isinstance(results, dict) and (results.get("written_by") == COMMAND or {
+            "model", "objective", "exits", "early_exit", "model_file"} <= set(results)):
+        return results
+    return None
 
 
 def check_thresholds(thresholds) -> list[float]:
@@ -69,10 +85,13 @@ def train_and_report(model_name: str, width_multiplier: float, objective: str, e
 
     from byot_keras import zoo
     from byot_keras.data import DIGITS_NORMALIZATION, load_digits
+    from byot_keras.folders import file_sha256
     from byot_keras.inference import early_exit_curve
+    from byot_keras.options import POSITIVE
     from byot_keras.saving import save_model_atomically, write_text_atomically
 
     thresholds = check_thresholds(thresholds)
+    POSITIVE.check("learning_rate", learning_rate)  # before the training it would spoil
     check_output_dir(output_dir, overwrite)
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = load_digits(seed=seed)
@@ -106,6 +125,8 @@ def train_and_report(model_name: str, width_multiplier: float, objective: str, e
     }
     check_output_dir(output_dir, overwrite)  # again: the folder may have changed meanwhile
     results["model_file"] = save_model_atomically(model, os.path.join(output_dir, MODEL_FILE))
+    # What a later quickstart checks before replacing the file: still the one written here?
+    results["file_sha256"] = {MODEL_FILE: file_sha256(results["model_file"])}
     write_text_atomically(os.path.join(output_dir, RESULTS_FILE),
                           json.dumps(results, indent=2))
     return results

@@ -1,11 +1,13 @@
 """Every bad input to the library gets a clear error before work starts (issue 14, the
-library's part): labels, images, method and builder options, empty data, early exit and
-damaged model files. One table of cases: each names the bad call, the error type and the
-words the message must hold (the bad value and what is valid). Then the positive side:
-the three label forms train one after another on one model and give the same loss.
+library's part): labels, images, loop settings, method and builder options, empty data,
+early exit, export arguments and damaged model files. One table of cases: each names the
+bad call, the error type and the words the message must hold (the bad value and what is
+valid). Then the positive side: the label forms (a Python list too) train one after
+another on one model and give the same loss.
 
 Almost every case fails before any graph is traced; the few that check label values
-inside the step function (tf.data input) share two traced evaluate functions."""
+inside the step function (tf.data input) share two traced evaluate functions, and their
+InvalidArgumentError comes back as a ValueError that starts with the library's wording."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from byot_keras import losses, saving, zoo
+from byot_keras.export import export_tflite
 from byot_keras.inference import early_exit_predict
 from byot_keras.training import CohortModel, TeacherDistillationModel
 from byot_keras.training.checks import assert_label_values
@@ -103,6 +106,16 @@ def _unknown_size_images():
         tf.TensorSpec((None, None, None, 3), tf.float32), tf.TensorSpec((None,), tf.int64)))
 
 
+def _with_value(images, index, value):
+    images = images.copy()
+    images[index] = value
+    return images
+
+
+def _export(**kwargs):
+    return lambda c: export_tflite(c.model, c.files["folder"] / "export", **kwargs)
+
+
 GRAPH_ERROR = tf.errors.InvalidArgumentError
 C = f"num_classes={CLASSES}"
 
@@ -143,16 +156,24 @@ CASES = [
         _images(), np.full(COUNT, 4), verbose=0), ValueError, ["Label 4", C]),
     ("teacher-label-not-whole", lambda c: c.teacher.fit(
         _images(), np.full(COUNT, 0.5), verbose=0), ValueError, ["Label 0.5", C]),
-    # --- labels of tf.data input: checked per batch inside the step function (two traces)
+    ("label-scalar", _fit(np.int64(3)), ValueError,
+     ["fit: labels need a batch axis", "single value 3"]),
+    ("label-python-list-out-of-range", _fit([10] + LABELS[1:].tolist()), ValueError,
+     ["fit: Label 10 (example 0)", "out of range", C]),
+    ("evaluate-label-python-list", lambda c: c.model.evaluate(
+        _images(), [0, 1, 2, 3, 4, 0, 1, 2], verbose=0), ValueError,
+     ["evaluate: Label 4 (example 4)", C]),
+    # --- labels of tf.data input: checked per batch inside the step function (two
+    # traces); TensorFlow's InvalidArgumentError is re-raised as a ValueError
     ("dataset-label-out-of-range", lambda c: c.model.evaluate(
-        _dataset(_images(), np.array([0, 1, 2, 7, 0, 1, 2, 3])), verbose=0), GRAPH_ERROR,
-     ["out of range", "[7]", C]),
+        _dataset(_images(), np.array([0, 1, 2, 7, 0, 1, 2, 3])), verbose=0), ValueError,
+     ["evaluate: A label is out of range", "[7]", C]),
     ("dataset-label-negative", lambda c: c.model.evaluate(
-        _dataset(_images(), np.array([0, 1, -2, 3, 0, 1, 2, 3])), verbose=0), GRAPH_ERROR,
-     ["negative", "[-2]", C]),
+        _dataset(_images(), np.array([0, 1, -2, 3, 0, 1, 2, 3])), verbose=0), ValueError,
+     ["evaluate: A label is negative", "[-2]", C]),
     ("dataset-label-not-whole", lambda c: c.model.evaluate(
         _dataset(_images(), np.array([0, 1, 2.5, 3, 0, 1, 2, 3], "float32")), verbose=0),
-     GRAPH_ERROR, ["not a whole number", "[2.5]", C]),
+     ValueError, ["evaluate: A label is not a whole number", "[2.5]", C]),
     # --- images
     ("fit-image-size", _fit(images=_images(size=20)), ValueError,
      ["(8, 20, 20, 3)", "(batch, 16, 16, 3)"]),
@@ -175,8 +196,35 @@ CASES = [
         _images(channels=4), LABELS, verbose=0), ValueError,
      ["(8, 16, 16, 4)", "(batch, 16, 16, 3)"]),
     ("dataset-image-size-unknown-up-front", lambda c: c.model.evaluate(
-        _unknown_size_images(), verbose=0), GRAPH_ERROR,
-     ["Images do not fit", "(batch, 16, 16, 3)", "[20 20 3]"]),
+        _unknown_size_images(), verbose=0), ValueError,
+     ["evaluate: Images do not fit", "(batch, 16, 16, 3)", "[20 20 3]"]),
+    ("fit-images-nan", _fit(images=_with_value(_images(), (3, 2, 2, 1), np.nan)), ValueError,
+     ["fit: images hold NaN", "example 3", "finite"]),
+    ("fit-images-inf", _fit(images=_with_value(_images(), (0, 0, 0, 0), np.inf)), ValueError,
+     ["fit: images hold inf", "example 0"]),
+    ("predict-images-nan", lambda c: c.model.predict(
+        _with_value(_images(), (5, 0, 0, 0), np.nan), verbose=0), ValueError,
+     ["predict: images hold NaN", "example 5"]),
+    ("fit-images-strings", _fit(images=np.full((COUNT, SIZE, SIZE, 3), "a")), ValueError,
+     ["fit: images must be numbers", "dtype <U1"]),
+    ("predict-python-list-of-images", lambda c: c.model.predict(
+        list(_images()[:2]), verbose=0), ValueError,
+     ["predict: images must be one array of shape (batch, 16, 16, 3)", "list of 2",
+      "np.stack"]),
+    # --- sample weights and the loop settings Keras would take quietly
+    ("fit-sample-weight-nan", _fit(sample_weight=np.r_[np.nan, np.ones(COUNT - 1)]),
+     ValueError, ["fit: sample_weight holds nan", "example 0", "finite numbers >= 0"]),
+    ("fit-sample-weight-negative", _fit(sample_weight=np.r_[np.ones(COUNT - 1), -2.0]),
+     ValueError, ["sample_weight holds -2.0", "example 7"]),
+    ("fit-batch-size-0", _fit(batch_size=0), ValueError,
+     ["fit: batch_size must be an integer >= 1, got 0"]),
+    ("fit-epochs-0", _fit(epochs=0), ValueError, ["fit: epochs must be an integer >= 1"]),
+    ("fit-epochs-not-above-initial-epoch", _fit(epochs=2, initial_epoch=2), ValueError,
+     ["epochs=2 with initial_epoch=2 trains nothing"]),
+    ("fit-validation-split-above-1", _fit(validation_split=1.5), ValueError,
+     ["fit: validation_split must be in [0, 1), got 1.5"]),
+    ("evaluate-batch-size-0", lambda c: c.model.evaluate(
+        _images(), LABELS, batch_size=0, verbose=0), ValueError, ["evaluate: batch_size"]),
     # --- method options, every family
     ("byot-negative-weight", _option("byot", shallow_ce_weight=-3), ValueError,
      ["shallow_ce_weight", "-3", "a number >= 0"]),
@@ -230,6 +278,10 @@ CASES = [
     ("builder-string-exits", _builder(exits="13"), ValueError,
      ["resnet18_byot", "exits", "'13'", "list of section numbers (integers)"]),
     ("builder-float-exits", _builder(exits=[1.5]), ValueError, ["exits", "[1.5]"]),
+    ("builder-exit-twice", _builder(exits=[1, 1]), ValueError,
+     ["exits=[1, 1]", "section 1 more than once"]),
+    ("create-model-name-none", lambda c: zoo.create_model(None), ValueError,
+     ["model name must be a string", "zoo.list_models()", "got None"]),
     ("builder-string-attention", _builder(attention="no"), ValueError,
      ["attention", "'no'", "True, False or None"]),
     ("builder-zero-width", _builder(width_multiplier=0), ValueError,
@@ -270,6 +322,20 @@ CASES = [
         c.model, _images(), threshold=1.5), ValueError, ["1.5", "[0, 1]"]),
     ("early-exit-image-size", lambda c: early_exit_predict(c.model, _images(size=20)),
      ValueError, ["(8, 20, 20, 3)", "(batch, 16, 16, 3)"]),
+    ("early-exit-no-images", lambda c: early_exit_predict(c.model, None), ValueError,
+     ["early_exit_predict: x must be images of shape (batch, 16, 16, 3)", "got None"]),
+    ("early-exit-batch-size-0", lambda c: early_exit_predict(
+        c.model, _images(), batch_size=0), ValueError, ["batch_size", "got 0"]),
+    # --- export arguments (checked before the folder is touched)
+    ("export-labels-not-strings", _export(labels=list(range(CLASSES))), ValueError,
+     ["labels must be class names (strings)", "got 0 (int) at index 0"]),
+    ("export-label-with-newline", _export(labels=["a\nb", "c", "d", "e"]), ValueError,
+     ["labels[0] is 'a\\nb'", "one non-empty label per line"]),
+    ("export-eval-data-not-a-pair", _export(eval_data=_images()), ValueError,
+     ["eval_data must be an (images, labels) pair", "one array of shape (8, 16, 16, 3)"]),
+    ("export-normalization-not-numbers", _export(
+        normalization={"scale": 1.0, "mean": "x", "std": 1.0}), ValueError,
+     ["'mean' is 'x'", "not a finite number"]),
     # --- model files
     ("file-missing", lambda c: saving.load_model(c.files["missing"]), FileNotFoundError,
      ["missing.keras"]),
@@ -330,8 +396,9 @@ def _ce(logits, labels):
 
 
 def test_sparse_column_and_one_hot_labels_train_one_after_another_with_one_loss():
-    """(N,), (N, 1) uint8 (what keras.datasets.cifar10 returns), one-hot and whole-number
-    float labels, one after another on one model in graph mode: each trains, and with
+    """(N,), (N, 1) uint8 (what keras.datasets.cifar10 returns), a Python list, one-hot
+    and whole-number float labels, one after another on one model in graph mode: each
+    trains (Keras itself refuses a list; the model reads it as an array), and with
     a zero learning rate (the weights stay put) each gives the same training loss; the
     evaluate loss equals 0.7 * CE(exit 1) + CE(exit 2) computed in NumPy."""
     keras.utils.set_random_seed(1)
@@ -340,6 +407,7 @@ def test_sparse_column_and_one_hot_labels_train_one_after_another_with_one_loss(
     images = _images(seed=3)
     forms = {
         "sparse": LABELS,
+        "python_list": LABELS.tolist(),
         "column": LABELS.astype("uint8")[:, None],
         "one_hot": np.eye(CLASSES, dtype="float32")[LABELS],
         "whole_floats": LABELS.astype("float32"),

@@ -18,6 +18,7 @@ from byot_keras.export.equalize import (
 )
 from byot_keras.export.metadata import read_metadata
 from byot_keras.export.tflite import int8_trunk_interface
+from byot_keras.zoo.pretrained import save_weights_by_name
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +125,33 @@ def test_output_folder_that_is_a_file_and_non_multi_exit_models_are_rejected(mod
         export_tflite(plain, tmp_path / "plain")
 
 
-def test_cli_loader_rejects_corrupt_and_missing_files(tmp_path):
+def test_cli_loader_rejects_corrupt_and_missing_files_and_needs_weights(tmp_path):
     corrupt = tmp_path / "broken.keras"
     corrupt.write_bytes(b"this is not a zip archive")
-    with pytest.raises(ValueError, match="not a loadable Keras model file"):
+    with pytest.raises(ValueError, match="broken.keras' is damaged"):
         load_trained_model(str(corrupt))
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="No model file at .*missing.keras"):
         load_trained_model(str(tmp_path / "missing.keras"))
+    with pytest.raises(ValueError, match="is a folder, not a .keras model file"):
+        load_trained_model(str(tmp_path))
     with pytest.raises(ValueError, match="exactly one of"):
         load_trained_model(None)
+    with pytest.raises(ValueError, match="needs --weights.*untrained, random weights"):
+        load_trained_model(None, "resnet18_byot", num_classes=4, width_multiplier=0.125)
+
+
+def test_cli_loader_builds_a_registry_model_with_its_trained_weights(tmp_path):
+    """byot-export --model <name> --weights <file>: the weights as zoo.<name>(weights=)
+    takes them, both a network's .npz and a training model's model.save_weights file."""
+    keras.utils.set_random_seed(3)
+    options = dict(num_classes=4, width_multiplier=0.125, exits=[2])
+    trained = zoo.resnet18_byot(**options)
+    save_weights_by_name(trained.network, tmp_path / "net.npz")
+    trained.save_weights(tmp_path / "model.weights.h5")
+    for weights in ("net.npz", "model.weights.h5"):
+        loaded = load_trained_model(None, "resnet18_byot", str(tmp_path / weights), **options)
+        for got, want in zip(loaded.network.weights, trained.network.weights):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=weights)
 
 
 def test_equalization_keeps_the_float_function_and_balances_each_channel(model):

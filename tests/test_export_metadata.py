@@ -185,7 +185,7 @@ def test_the_model_records_its_normalization_and_bad_values_are_refused(model, t
 @pytest.mark.parametrize("kwargs, message", [
     (dict(exit_outputs="scores"), "valid: probabilities, logits"),
     (dict(model_info={"owner": "me"}), "unknown keys"),
-    (dict(labels=["a", "b\nc", "d"]), "single lines"),
+    (dict(labels=["a", "b\nc", "d"]), "labels\\[1\\] is .*line break"),
     (dict(normalization={"scale": 1, "mean": 0}), "missing"),
 ])
 def test_bad_metadata_requests_fail_before_writing(model, tmp_path, kwargs, message):

@@ -24,6 +24,9 @@ def test_quickstart_trains_reports_and_saves_a_loadable_model(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["ensemble_accuracy"] == results["ensemble_accuracy"]
     assert [e["exit"] for e in saved["exits"]] == ["exit_1", "exit_2", "exit_3", "exit_4"]
+    # What a later quickstart checks before it replaces model.keras.
+    assert saved["file_sha256"] == {"model.keras": hashlib.sha256(
+        (tmp_path / "model.keras").read_bytes()).hexdigest()}
     # The reported accuracies are the saved model's, recomputed independently here.
     model = keras.saving.load_model(tmp_path / "model.keras")
     _, (x_test, y_test) = load_digits(seed=0)

@@ -4,6 +4,7 @@ user runs for the paper's rows, end to end, with the comparison against the pape
 import json
 
 import pytest
+from user_files import sha256
 
 from byot_keras.train.reproduce import reproduce
 
@@ -29,7 +30,11 @@ def test_smoke_runs_both_methods_and_compares_with_the_paper(tmp_path):
             row["exits"][-1] - row["published_exits"][-1], abs=0.011)
     table = (tmp_path / "comparison.md").read_text()
     assert "Smoke setting" in table and "67.85 / 74.57 / 78.23 / 78.64" in table
-    assert json.loads((tmp_path / "comparison.json").read_text()) == comparison
+    record = json.loads((tmp_path / "comparison.json").read_text())
+    # It says who wrote both files (a later run replaces only those): see test_output_folders.
+    assert record.pop("written_by") == "byot-reproduce"
+    assert record.pop("file_sha256") == {"comparison.md": sha256(tmp_path / "comparison.md")}
+    assert record == comparison
     # Run again: both runs are complete, so they resume without training.
     again = reproduce(["resnet18"], output_dir=str(tmp_path), smoke=True)
     assert [r["train_seconds"] for r in again["rows"]] == [r["train_seconds"]

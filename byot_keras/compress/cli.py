@@ -95,8 +95,10 @@ def _compress(module: str, function: str, suffix: str, **options) -> None:
 
         from byot_keras.export.cli import model_normalization
         from byot_keras.folders import require_folder_path
+        from byot_keras.options import POSITIVE
 
         builder_kwargs = _builder_kwargs()  # flags first, before anything is loaded
+        POSITIVE.check("learning_rate", FLAGS.learning_rate)
         if FLAGS.output_dir:
             require_folder_path(FLAGS.output_dir)
         model, (x, y, representative, eval_data, normalization, labels) = _prepare()

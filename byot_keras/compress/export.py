@@ -36,7 +36,9 @@ from byot_keras.export.tflite import (
     MANIFEST_VERSION,
     QUANTIZATIONS,
     add_export_metadata,
+    check_eval_pair,
     check_exit_outputs,
+    check_labels,
     file_name,
     manifest_input,
     metadata_defaults,
@@ -260,12 +262,11 @@ def export_network(
     if len(costs) != len(names):
         raise ValueError(f"{len(costs)} cost entries for a {len(names)}-exit network.")
     num_classes = int(network.output[names[-1]].shape[-1])
-    labels = [str(i) for i in range(num_classes)] if labels is None else list(labels)
-    if len(labels) != num_classes:
-        raise ValueError(f"{len(labels)} labels for a {num_classes}-class model.")
+    labels = check_labels(labels, num_classes)
+    check_eval_pair(eval_data)
     input_shape = [int(d) for d in network.inputs[0].shape[1:]]
     options = {"normalization": check_normalization(normalization, input_shape[-1]),
-               "labels": [str(label) for label in labels], "exit_outputs": exit_outputs,
+               "labels": labels, "exit_outputs": exit_outputs,
                "info": metadata_defaults(network.weights, model_info), "model": model_name,
                "int8_io": bool(int8_io)}
     calibration = (None if representative_data is None else

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from byot_keras.compress import extra
+from byot_keras.options import POSITIVE
 
 PRUNED_LAYERS = ("Conv2D", "Dense")
 END_FRACTION = 2 / 3  # the target is reached after this share of the fine-tuning steps
@@ -140,6 +141,7 @@ def magnitude_pruning(
     tfmot = extra.tfmot()
     if not 0.0 < target_sparsity < 1.0:
         raise ValueError(f"target_sparsity must be in (0, 1), got {target_sparsity}.")
+    POSITIVE.check("learning_rate", learning_rate)
     export.check_output_folder(output_dir, model.num_exits, quantizations, cascade,
                                allow_other_files)
     steps = epochs * int(np.ceil(len(images) / batch_size))

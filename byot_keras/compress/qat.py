@@ -32,6 +32,7 @@ import functools
 import numpy as np
 
 from byot_keras.compress import extra
+from byot_keras.options import POSITIVE
 
 # How each layer is quantized (see the module docstring).
 DEFAULT, PASS_THROUGH, OUTPUT, INPUT = "default", "pass_through", "output", "input"
@@ -196,6 +197,7 @@ def quantization_aware_training(
     from byot_keras.compress import export, finetune, twin
 
     extra.require()  # before any work: a missing extra names its install command
+    POSITIVE.check("learning_rate", learning_rate)
     export.check_output_folder(output_dir, model.num_exits, ["int8"], cascade,
                                allow_other_files)
     check = representative_data if representative_data is not None else images

@@ -43,7 +43,7 @@ def _require_model(model) -> None:
     if not hasattr(model, "network") or not hasattr(model, "exit_names"):
         raise ValueError(
             f"Expected a trained multi-exit byot_keras model (a SelfDistillationModel, e.g. "
-            f"loaded with keras.saving.load_model), got {type(model).__name__}."
+            f"loaded with byot_keras.saving.load_model), got {type(model).__name__}."
         )
     if not getattr(model, "exits_form_a_chain", True):
         raise ValueError(

@@ -379,8 +379,14 @@ def normalize(images, normalization: dict, dtype="float32"):
 
 
 def check_augmentations(augment) -> list[str]:
-    """The augmentation names as a list; unknown names raise a ValueError."""
-    augment = [a for a in (augment or []) if a and a != "none"]
+    """The augmentation names as a list; unknown names, and "none" beside others (which
+    contradict it), raise a ValueError."""
+    augment = [a for a in (augment or []) if a]
+    if "none" in augment and len(augment) > 1:
+        raise ValueError(f"--augment: 'none' cannot be combined with other augmentations "
+                         f"(got {','.join(augment)}): give none alone, or the ones to "
+                         f"apply from {', '.join(AUGMENTATIONS)}.")
+    augment = [a for a in augment if a != "none"]
     unknown = [a for a in augment if a not in AUGMENTATIONS]
     if unknown:
         raise ValueError(f"Unknown augmentation(s) {', '.join(unknown)}. Valid: "

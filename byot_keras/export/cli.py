@@ -3,6 +3,8 @@ early-exit cascade (see byot_keras.export.export_tflite).
 
     byot-export --model_file runs/quickstart/model.keras --dataset digits \\
         --quantizations float32,int8 --output_dir tflite/quickstart
+    byot-export --model resnet18_byot --num_classes 100 --weights r18_weights.npz \\
+        --output_dir tflite/r18     # a registry name and its trained weights
 """
 
 from __future__ import annotations
@@ -21,27 +23,32 @@ FLAGS = flags.FLAGS
 
 
 def load_trained_model(model_file: str | None, model_name: str | None = None,
-                       weights_file: str | None = None, **builder_kwargs):
-    """A multi-exit model from a .keras file, or a registry name plus a weights file."""
-    import keras
-
+                       weights: str | None = None, **builder_kwargs):
+    """A trained multi-exit model: from a .keras file (`byot_keras.saving.load_model`,
+    which names a missing, damaged or not-.keras file), or a registry name with its
+    trained `weights`, as `zoo.<builder>(weights=...)` takes them (a registered checkpoint
+    name, or a .npz, .keras or .weights.h5 file)."""
     from byot_keras import zoo
+    from byot_keras.networks.common import check_builder_options
+    from byot_keras.saving import load_model
 
     if bool(model_file) == bool(model_name):
         raise ValueError("Give exactly one of --model_file (a .keras file) or --model "
-                         "(a registry name, with --weights_file).")
+                         "(a registry name, with --weights).")
     if model_file:
-        if not os.path.isfile(model_file):
-            raise ValueError(f"Model file '{model_file}' does not exist.")
-        try:
-            return keras.saving.load_model(model_file)
-        except Exception as error:
-            raise ValueError(f"'{model_file}' is not a loadable Keras model file (a .keras "
-                             f"archive saved with model.save): {error}") from error
-    model = zoo.create_model(model_name, **builder_kwargs)
-    if weights_file:
-        model.load_weights(weights_file)
-    return model
+        if weights:
+            raise ValueError("--weights goes with --model; a --model_file holds its own "
+                             "weights.")
+        return load_model(model_file)
+    zoo.get_model_builder(model_name)  # an unknown name, then bad options, come first
+    check_builder_options(builder_kwargs, model_name)
+    if not weights:
+        raise ValueError(
+            f"--model {model_name} needs --weights (older name: --weights_file), the trained "
+            "weights: a registered checkpoint name (zoo.list_pretrained()) or a .npz, .keras "
+            "or .weights.h5 file. Without them the export would hold untrained, random "
+            "weights.")
+    return zoo.create_model(model_name, weights=weights, **builder_kwargs)
 
 
 def load_export_data(dataset: str, data_dir: str | None, calibration: int, evaluation: int):
@@ -154,7 +161,10 @@ def main(argv):
                          f"{', '.join(MODEL_INFO_KEYS)}.")
     if FLAGS.output_dir:
         require_folder_path(FLAGS.output_dir)
-    model = load_trained_model(FLAGS.model_file, FLAGS.model, FLAGS.weights_file,
+    if FLAGS.weights and FLAGS.weights_file:
+        raise ValueError("Give --weights only (--weights_file is its deprecated name).")
+    model = load_trained_model(FLAGS.model_file, FLAGS.model,
+                               FLAGS.weights or FLAGS.weights_file,
                                **({"num_classes": FLAGS.num_classes,
                                    "width_multiplier": FLAGS.width_multiplier}
                                   if FLAGS.model else {}))
@@ -192,8 +202,11 @@ def _define_flags():
     # Defined when the command runs, not at import: absl flags are global, and two
     # commands imported into one process (e.g. by tests) would clash.
     flags.DEFINE_string("model_file", None, "A .keras file saved from a byot_keras model.")
-    flags.DEFINE_string("model", None, "Or: a registry name, with --weights_file.")
-    flags.DEFINE_string("weights_file", None, "Weights (.weights.h5) for --model.")
+    flags.DEFINE_string("model", None, "Or: a registry name, with --weights.")
+    flags.DEFINE_string("weights", None, "The trained weights of --model, as "
+                        "zoo.<model>(weights=...) takes them: a registered checkpoint name "
+                        "(zoo.list_pretrained()) or a .npz, .keras or .weights.h5 file.")
+    flags.DEFINE_string("weights_file", None, "Deprecated name of --weights.")
     flags.DEFINE_integer("num_classes", 10, "Classes of --model.")
     flags.DEFINE_float("width_multiplier", 1.0, "Width of --model.")
     flags.DEFINE_string("output_dir", None, "Export folder (default tflite/<model name>). "

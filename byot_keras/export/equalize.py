@@ -64,6 +64,7 @@ def equalize_for_quantization(network: keras.Model, images: np.ndarray,
     are calibration inputs (normalised like training data). `network` is not changed.
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
         >>> images = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")

@@ -3,10 +3,12 @@ an earlier one.
 
 Files are written into a staging folder first; only a complete export is published into
 the output folder. Publishing replaces exactly the files the earlier export listed in its
-`manifest.json` and leaves everything else in the folder as it was. A folder holding
-entries that no export wrote is refused before any conversion work, unless the caller
-allows writing beside them (`allow_other_files`); they are never deleted or overwritten.
-A failed export leaves the earlier one untouched.
+`manifest.json` that are still what it wrote (the manifest records their SHA-256 in
+`file_sha256`; a file the user has put in place of one since is theirs) and leaves
+everything else in the folder as it was. A folder holding entries that no export wrote
+is refused before any conversion work, unless the caller allows writing beside them
+(`allow_other_files`); they are never deleted or overwritten. A failed export leaves the
+earlier one untouched.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from collections.abc import Iterable
 
 from byot_keras.folders import (
     OutputFolderError,
+    changed_since_written,
     check_output_folder,
+    file_sha256,
+    recorded_hashes,
     relative_files,
     remove_empty_folders,
     require_folder_path,
@@ -45,21 +50,26 @@ def exported_files(manifest: dict) -> list[str]:
     return sorted(files)
 
 
-def previous_export(folder: str) -> list[str]:
-    """The files of the export in `folder` (those its manifest lists and that exist);
-    empty when the folder holds no manifest written by an export."""
+def previous_export(folder: str) -> tuple[list[str], list[str]]:
+    """The files of the export in `folder` (those its manifest lists and that exist), and
+    those among them the user has replaced since (their SHA-256 differs from the one the
+    manifest records; for manifests written before the hashes: modified after the
+    manifest). Both empty when the folder holds no manifest written by an export."""
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
-        return []
+        return [], []
     try:
         with open(path) as f:
             manifest = json.load(f)
     except (OSError, ValueError):
-        return []  # not ours: reported as a foreign entry
+        return [], []  # not ours: reported as a foreign entry
     if not isinstance(manifest, dict) or "format_version" not in manifest or (
             "exits" not in manifest):
-        return []
-    return [f for f in exported_files(manifest) if os.path.isfile(os.path.join(folder, f))]
+        return [], []
+    files = [f for f in exported_files(manifest) if os.path.isfile(os.path.join(folder, f))]
+    changed = changed_since_written(folder, [f for f in files if f != MANIFEST], MANIFEST,
+                                    recorded_hashes(manifest.get("file_sha256")))
+    return files, changed
 
 
 class ExportFolder:
@@ -89,12 +99,15 @@ class ExportFolder:
     def __init__(self, output_dir: str, planned: Iterable[str], *,
                  allow_other_files: bool = False, command: str = "export_tflite"):
         self.output_dir = require_folder_path(output_dir)
-        self.previous = previous_export(self.output_dir)
+        previous, changed = previous_export(self.output_dir)
+        # What publishing replaces: the earlier export's files the user left as they were.
+        self.previous = [f for f in previous if f not in changed]
         self.planned = sorted({*planned, MANIFEST})
         self.command = command
         self.kept = check_output_folder(
-            self.output_dir, owned=self.previous, writes=self.planned,
-            allow_others=allow_other_files, command=command, allow_flag=ALLOW_FLAG)
+            self.output_dir, owned=previous, writes=self.planned,
+            allow_others=allow_other_files, command=command, allow_flag=ALLOW_FLAG,
+            changed=changed, record=MANIFEST)
         self.staging = None
 
     def __enter__(self) -> ExportFolder:
@@ -116,9 +129,14 @@ class ExportFolder:
                 shutil.rmtree(self.staging, ignore_errors=True)
 
     def write_manifest(self, manifest: dict) -> dict:
-        """Records every staged file in `manifest["files"]` and writes `manifest.json`
-        (the last file of an export). Returns the manifest."""
-        manifest["files"] = sorted({*relative_files(self.staging), MANIFEST})
+        """Records every staged file in `manifest["files"]`, and their SHA-256 in
+        `manifest["file_sha256"]`, and writes `manifest.json` (the last file of an
+        export). Returns the manifest."""
+        staged = relative_files(self.staging)
+        manifest["files"] = sorted({*staged, MANIFEST})
+        # A later export replaces a file only while it is still this one.
+        manifest["file_sha256"] = {f: file_sha256(os.path.join(self.staging, f))
+                                   for f in staged if f != MANIFEST}
         with open(os.path.join(self.staging, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
         return manifest

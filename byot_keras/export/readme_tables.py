@@ -142,8 +142,12 @@ MANIFEST_FIELDS = [
                 "targets.", "by `python -m benchmarks.tflite_latency`"),
     ("files", "Every file the export wrote (relative paths, `manifest.json` included): "
               "what a later export into the folder replaces.", None),
+    ("file_sha256", "SHA-256 of each of those files but `manifest.json`: a later export "
+                    "replaces a file only while it is still the one written (a file you "
+                    "put in its place is kept).", None),
 ]
-_OPAQUE = {"inputs", "outputs", "dtypes", "quantization", "latency"}  # shown whole
+_OPAQUE = {"inputs", "outputs", "dtypes", "quantization", "latency",
+           "file_sha256"}  # shown whole
 
 
 def manifest_paths(manifest: dict) -> dict[str, object]:

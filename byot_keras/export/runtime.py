@@ -366,6 +366,7 @@ def export_inputs(manifest: dict, images, normalization: dict) -> tuple[np.ndarr
     images are right only if the model was trained on data prepared like them).
 
     Example:
+        >>> import numpy as np
         >>> manifest = {"input": {"pixels": True}}
         >>> export_inputs(manifest, np.ones((1, 1, 1, 3)), {"scale": 1 / 16, "mean": 0.0,
         ...                                                 "std": 1.0})[0].ravel()

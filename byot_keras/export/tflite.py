@@ -301,6 +301,7 @@ def pin_pixel_quantization(flatbuffer: bytes) -> bytes:
     QUANTIZE op (uint8 -> int8 requantization with its own output parameters).
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
         >>> dim = np.random.default_rng(0).uniform(20, 200, (8, 32, 32, 3)).astype("float32")
@@ -522,6 +523,7 @@ def export_tflite(
             "(a few hundred training images, normalised like the training data)."
         )
     input_shape = tuple(model.network.inputs[0].shape[1:])
+    check_eval_pair(eval_data)
     for label, data in (("representative_data", representative_data),
                         ("eval_data images", None if eval_data is None else eval_data[0])):
         if data is not None and tuple(np.shape(data)[1:]) != input_shape:
@@ -531,12 +533,7 @@ def export_tflite(
         normalization = getattr(model, "input_normalization", None)
     normalization = check_normalization(normalization, int(input_shape[-1]))
     num_classes = model.num_classes
-    labels = [str(i) for i in range(num_classes)] if labels is None else list(labels)
-    if len(labels) != num_classes:
-        raise ValueError(f"{len(labels)} labels for a {num_classes}-class model.")
-    bad = [label for label in labels if not str(label).strip() or "\n" in str(label)]
-    if bad:
-        raise ValueError(f"Labels must be non-empty single lines; got {bad[:3]}.")
+    labels = check_labels(labels, num_classes)
     check_export_data(representative_data, eval_data, num_classes, max_calibration_examples)
 
     options = {
@@ -545,7 +542,7 @@ def export_tflite(
         "int8_float_classifier": bool(int8_float_classifier),
         "int8_equalize": bool(int8_equalize), "int8_trunk": bool(int8_trunk),
         "exit_outputs": exit_outputs, "normalization": normalization,
-        "labels": [str(label) for label in labels],
+        "labels": labels,
         "info": metadata_defaults(model.network.weights, model_info),
     }
     planned = planned_files(model.num_exits, selected, quantizations, cascade,
@@ -563,6 +560,7 @@ def metadata_defaults(weights: Sequence, model_info: Mapping[str, str] | None = 
     `model_info`.
 
     Example:
+        >>> import numpy as np
         >>> metadata_defaults([np.zeros(3)], {"license": "MIT"})["version"]
         'sha256:9d908ecfb6b2'
     """
@@ -584,6 +582,43 @@ def metadata_defaults(weights: Sequence, model_info: Mapping[str, str] | None = 
     return info
 
 
+def check_labels(labels, num_classes: int) -> list[str]:
+    """The class names for labels.txt: one non-empty single-line string per class ("0",
+    "1", ... for None); else a ValueError naming the bad entry.
+
+    Example:
+        >>> check_labels(None, 3)
+        ['0', '1', '2']
+    """
+    if labels is None:
+        return [str(i) for i in range(num_classes)]
+    if isinstance(labels, str) or not hasattr(labels, "__len__"):
+        raise ValueError(f"labels must be a list of {num_classes} class names (strings); got "
+                         f"{labels!r}.")
+    labels = list(labels)
+    if len(labels) != num_classes:
+        raise ValueError(f"{len(labels)} labels for a {num_classes}-class model: give one "
+                         "class name per class.")
+    for index, label in enumerate(labels):
+        if not isinstance(label, str):  # numbers here are most likely class ids, not names
+            raise ValueError(f"labels must be class names (strings); got {label!r} "
+                             f"({type(label).__name__}) at index {index}.")
+        if not label.strip() or "\n" in label or "\r" in label:
+            raise ValueError(f"labels[{index}] is {label!r}: labels.txt holds one non-empty "
+                             "label per line, so a label cannot be empty or contain a line "
+                             "break.")
+    return labels
+
+
+def check_eval_pair(eval_data) -> None:
+    """Raises a ValueError unless `eval_data` is None or an (images, labels) pair."""
+    if eval_data is None or (isinstance(eval_data, tuple | list) and len(eval_data) == 2):
+        return
+    what = (f"one array of shape {np.shape(eval_data)}" if hasattr(eval_data, "shape")
+            else repr(eval_data)[:80])
+    raise ValueError(f"eval_data must be an (images, labels) pair; got {what}.")
+
+
 def check_export_data(representative_data, eval_data, num_classes: int,
                       max_calibration_examples: int = 200) -> None:
     """Calibration and evaluation data an export can use: some examples, finite images,
@@ -599,6 +634,7 @@ def check_export_data(representative_data, eval_data, num_classes: int,
                              "hundred typical images.")
         _require_finite(images, "representative_data")
     if eval_data is not None:
+        check_eval_pair(eval_data)
         images, labels = np.asarray(eval_data[0]), np.asarray(eval_data[1])
         if len(images) == 0 or len(images) != len(labels):
             raise ValueError(f"eval_data has {len(images)} images and {len(labels)} labels: "

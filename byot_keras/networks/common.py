@@ -152,7 +152,13 @@ def select_exit_sections(exits: Sequence[int] | None, num_sections: int, model_n
     if exits is None:
         return shallow
     BUILDER_OPTION_KINDS["exits"].check("exits", exits, f"{model_name} option")
-    chosen = sorted(set(int(e) for e in exits))
+    requested = [int(e) for e in exits]
+    twice = sorted({e for e in requested if requested.count(e) > 1})
+    if twice:  # a typo for another section, most likely: not silently merged
+        raise ValueError(f"exits={list(exits)} lists section{'s' if len(twice) > 1 else ''} "
+                         f"{', '.join(map(str, twice))} more than once; give each section "
+                         "once.")
+    chosen = sorted(set(requested))
     invalid = [e for e in chosen if e not in shallow]
     if invalid:
         raise ValueError(

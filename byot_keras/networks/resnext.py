@@ -128,6 +128,7 @@ _DOC29 = """Builds the CIFAR {title} (cardinality {cardinality}, {base_width} ch
         A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`.
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.{fn}(num_classes=10, width_multiplier=0.0625)
         >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
@@ -190,6 +191,7 @@ def resnext50_32x4d_byot(
         A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`.
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.resnext50_32x4d_byot(num_classes=10, width_multiplier=0.25)
         >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))

@@ -165,6 +165,7 @@ _DOC = """Builds {title} with batch norm and BYOT exits after pooling blocks 1-4
         A `byot_keras.training.SelfDistillationModel`: compile it and call `fit`.
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.{fn}(num_classes=10, width_multiplier=0.125)
         >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))

@@ -180,6 +180,7 @@ wide_resnet_byot.__doc__ = f"""Builds the CIFAR WideResNet-`depth`-`width` with 
         {_ARGS.format(default_name='"wrn{depth}_{width}_byot"')}
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.create_model("wide_resnet_byot", depth=10, width=2, num_classes=10)
         >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
@@ -194,6 +195,7 @@ _DOC = """Builds {title} (CIFAR WideResNet, depth {depth}, widening factor {widt
         {args}
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.{fn}(num_classes=10, width_multiplier=0.125)
         >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
@@ -248,6 +250,7 @@ wrn44_8_byot.__doc__ = f"""Builds the BYOT paper's "WideResNet44-8" (CIFAR, wide
         {_ARGS.format(default_name='"wrn44_8_byot"')}
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.wrn44_8_byot(num_classes=10, width_multiplier=0.125)
         >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))

@@ -90,6 +90,9 @@ class TrainConfig:
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
         _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         _require(self.width_multiplier > 0, "width_multiplier", self.width_multiplier, "> 0")
+        if self.shuffle_buffer is not None:
+            _require(int(self.shuffle_buffer) >= 1, "shuffle_buffer", self.shuffle_buffer,
+                     ">= 1 (or unset: the whole training set)")
         if self.baseline_accuracy is not None:
             _require(0 <= self.baseline_accuracy <= 1, "baseline_accuracy",
                      self.baseline_accuracy, "a fraction in [0, 1] (e.g. 0.7709)")

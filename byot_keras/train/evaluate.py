@@ -34,9 +34,16 @@ def evaluate_model_file(model_file: str, dataset: str, data_dir: str | None = No
     """
     from byot_keras.data import pipeline
     from byot_keras.export.cli import load_trained_model
+    from byot_keras.options import FRACTION, integer_at_least
+    from byot_keras.saving import check_model_file
     from byot_keras.train import report as report_lib
     from byot_keras.train.trainer import evaluate_exits
 
+    # The arguments first: nothing is loaded for a request that cannot work.
+    integer_at_least(1).check("batch_size", batch_size)
+    if baseline_accuracy is not None:
+        FRACTION.check("baseline_accuracy", baseline_accuracy)
+    check_model_file(model_file)  # a folder or a damaged file is named as such, first
     folder = output_dir or os.path.dirname(os.path.abspath(model_file))
     check_report_files(folder, name)
     model = load_trained_model(model_file)
@@ -68,8 +75,15 @@ def evaluate_model_file(model_file: str, dataset: str, data_dir: str | None = No
 
 def check_report_files(folder: str, name: str = "eval_report") -> None:
     """byot-eval writes `<name>.json` and `<name>.png`: it replaces those of an earlier
-    byot-eval and refuses to overwrite files of the same names that it did not write."""
-    from byot_keras.folders import OutputFolderError, require_folder_path
+    byot-eval and refuses to overwrite files of the same names that it did not write
+    (nor a PNG the user put in place of an earlier byot-eval's: the JSON records its
+    SHA-256)."""
+    from byot_keras.folders import (
+        OutputFolderError,
+        changed_since_written,
+        recorded_hashes,
+        require_folder_path,
+    )
 
     require_folder_path(folder)
     files = [os.path.join(folder, f"{name}.{suffix}") for suffix in ("json", "png")]
@@ -78,23 +92,38 @@ def check_report_files(folder: str, name: str = "eval_report") -> None:
         return
     try:
         with open(files[0]) as f:
-            ours = json.load(f).get("written_by") == "byot-eval"
+            report = json.load(f)
+        ours = report.get("written_by") == "byot-eval"
     except (OSError, ValueError, AttributeError):
         ours = False
-    if not ours:
-        raise OutputFolderError(
-            f"{' and '.join(present)} exist{'s' if len(present) == 1 else ''} and "
-            f"{'was' if len(present) == 1 else 'were'} not written by byot-eval: move "
-            f"{'it' if len(present) == 1 else 'them'} away or choose another --output_dir.")
+    if ours:
+        hashes = recorded_hashes(report.get("file_sha256"))
+        # A report written before the hashes was written before its PNG: not datable.
+        changed = changed_since_written(folder, [f"{name}.png"], f"{name}.json",
+                                        hashes) if hashes is not None else []
+        present = [os.path.join(folder, f) for f in changed]
+        if not present:
+            return
+    raise OutputFolderError(
+        f"{' and '.join(present)} exist{'s' if len(present) == 1 else ''} and "
+        f"{'was' if len(present) == 1 else 'were'} not written by byot-eval: move "
+        f"{'it' if len(present) == 1 else 'them'} away or choose another --output_dir.")
 
 
 def _training_config(model_file: str) -> dict:
-    """The config.json byot-train wrote beside the model file, if any."""
+    """The settings of the byot-train run beside the model file, if any (a config.json
+    that is not a run's is ignored)."""
+    from byot_keras.train.run_folder import WRITTEN_BY, is_run_config
+
     path = os.path.join(os.path.dirname(os.path.abspath(model_file)), "config.json")
-    if not os.path.exists(path):
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except (OSError, ValueError):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    if not is_run_config(values):
+        return {}
+    return {k: v for k, v in values.items() if k != WRITTEN_BY}
 
 
 def _quiet_absl_logging() -> None:
@@ -125,7 +154,7 @@ def _define_flags():
     flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir or image folder.")
     flags.DEFINE_integer("image_size", None, "Input size for imagenet2012 / image_folder.")
     flags.DEFINE_integer("test_examples", None, "Use only the first N test examples.")
-    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
+    flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.", lower_bound=1)
     flags.DEFINE_string("output_dir", None, "Where eval_report.json/png go (default: beside "
                         "the model file); an earlier byot-eval's report is replaced, other "
                         "files of those names are refused.")

@@ -84,9 +84,15 @@ def summary_line(report: dict) -> str:
 
 
 def write_report(report: dict, folder: str, name: str = "report") -> dict:
-    """Writes `<name>.json` and `<name>.png` into `folder` (atomically); returns paths."""
-    paths = {"json": write_json_atomically(report, os.path.join(folder, f"{name}.json"))}
-    paths["png"] = plot_report(report, os.path.join(folder, f"{name}.png"))
+    """Writes `<name>.png`, then `<name>.json` into `folder` (atomically); returns paths.
+    The JSON records the PNG's SHA-256 in `report["file_sha256"]` (beside what the caller
+    recorded there), so that a later run replaces the PNG only while it is this one."""
+    from byot_keras.folders import file_sha256
+
+    paths = {"png": plot_report(report, os.path.join(folder, f"{name}.png"))}
+    report["file_sha256"] = {**(report.get("file_sha256") or {}),
+                             f"{name}.png": file_sha256(paths["png"])}
+    paths["json"] = write_json_atomically(report, os.path.join(folder, f"{name}.json"))
     return paths
 
 

@@ -27,6 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
+COMMAND = "byot-reproduce"
+COMPARISON_FILES = ("comparison.json", "comparison.md")
 REPRODUCIBLE = ("resnet18", "resnet50", "resnet101", "resnet152")
 # The smoke setting: every stage of the real command, a few seconds of training.
 SMOKE = dict(epochs=1, train_examples=64, test_examples=32, batch_size=32,
@@ -63,6 +65,7 @@ def reproduce(networks=("resnet18",), data_dir: str | None = None,
         ['ce', 'byot']
     """
     from byot_keras.train import make_config, train
+    from byot_keras.train.run_folder import inspect_run_dir
 
     networks = list(networks)
     unknown = [n for n in networks if n not in REPRODUCIBLE]
@@ -72,6 +75,10 @@ def reproduce(networks=("resnet18",), data_dir: str | None = None,
     settings = {**(SMOKE if smoke else {}), **(overrides or {})}
     configs = [make_config(**run_settings(network, method, data_dir, output_dir, settings))
                for network in networks for method in ("ce", "byot")]  # all checked first
+    # Every folder before any training: a refusal comes before hours of work.
+    check_comparison_files(output_dir)
+    for config in configs:
+        inspect_run_dir(config.output_dir, config)
     reports = []
     for config in configs:
         if smoke:
@@ -112,8 +119,48 @@ def compare(networks, reports, *, smoke: bool = False) -> dict:
     return {"smoke": smoke, "source": paper.source, "rows": rows}
 
 
+def check_comparison_files(output_dir: str) -> None:
+    """byot-reproduce writes `comparison.json` and `comparison.md` into `output_dir`: it
+    replaces those of an earlier byot-reproduce (its comparison.json says so, and
+    records comparison.md's SHA-256) and refuses files of those names it did not write.
+
+    Raises:
+        OutputFolderError: `output_dir` is a file, or holds such a file.
+    """
+    from byot_keras.folders import (
+        OutputFolderError,
+        changed_since_written,
+        describe,
+        recorded_hashes,
+        require_folder_path,
+    )
+
+    folder = require_folder_path(output_dir)
+    present = [name for name in COMPARISON_FILES if os.path.lexists(os.path.join(folder, name))]
+    if not present:
+        return
+    try:
+        with open(os.path.join(folder, "comparison.json")) as f:
+            previous = json.load(f)
+    except (OSError, ValueError):
+        previous = None
+    foreign = present
+    if isinstance(previous, dict) and previous.get("written_by") == COMMAND:
+        foreign = changed_since_written(folder, ["comparison.md"], "comparison.json",
+                                        recorded_hashes(previous.get("file_sha256")) or {})
+    if foreign:
+        them = "it" if len(foreign) == 1 else "them"
+        raise OutputFolderError(
+            f"--output_dir '{output_dir}' already holds {describe(foreign)}, which {COMMAND} "
+            f"did not write and would overwrite: move {them} away or choose another "
+            "--output_dir.")
+
+
 def write_comparison(comparison: dict, output_dir: str) -> dict[str, str]:
-    """`comparison.json` and `comparison.md` in `output_dir` (replaced atomically)."""
+    """`comparison.json` and `comparison.md` in `output_dir` (replaced atomically); the
+    JSON says who wrote both and records the Markdown's SHA-256 (see
+    `check_comparison_files`)."""
+    from byot_keras.folders import file_sha256
     from byot_keras.saving import write_text_atomically
 
     lines = ["# BYOT on CIFAR-100: this run against the paper", ""]
@@ -136,8 +183,10 @@ def write_comparison(comparison: dict, output_dir: str) -> dict[str, str]:
               "paper's baseline (the plain network).", ""]
     paths = {"json": os.path.join(output_dir, "comparison.json"),
              "md": os.path.join(output_dir, "comparison.md")}
-    write_text_atomically(paths["json"], json.dumps(comparison, indent=2))
     write_text_atomically(paths["md"], "\n".join(lines))
+    record = {"written_by": COMMAND, **comparison,
+              "file_sha256": {"comparison.md": file_sha256(paths["md"])}}
+    write_text_atomically(paths["json"], json.dumps(record, indent=2))  # the record last
     return paths
 
 

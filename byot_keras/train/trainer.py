@@ -45,10 +45,14 @@ from byot_keras.train.distribute import (
 )
 from byot_keras.train.run_folder import (
     CHECKPOINT_DIR,
+    COMMAND,
     CONFIG_FILE,
     LOG_DIR,
+    MODEL_FILE,
     WORKERS_DIR,
+    WRITTEN_BY,
     check_run_dir,
+    run_config_record,
 )
 
 EARLY_EXIT_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)
@@ -203,7 +207,7 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
     initial_epoch = int(state["epoch"])
     if initial_epoch:
         state["resumed"] = [*state.get("resumed", []), initial_epoch]
-    write_json_atomically(config.to_dict(), os.path.join(run_dir, CONFIG_FILE))
+    write_json_atomically(run_config_record(config), os.path.join(run_dir, CONFIG_FILE))
 
     dtype = keras.config.floatx()
     train_data = pipeline.training_dataset(
@@ -305,6 +309,7 @@ def evaluate_exits(model: keras.Model, eval_data, *, early_exit: bool = True) ->
 def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy, state: dict,
            multiworker: bool = False) -> dict:
     """Final evaluation, model.keras, report.json / report.png; returns the report."""
+    from byot_keras.folders import file_sha256
     from byot_keras.saving import save_model_atomically
     from byot_keras.train import report as report_lib
 
@@ -314,7 +319,7 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
     evaluation = evaluate_exits(model, eval_data, early_exit=not multiworker and chain)
     if hasattr(model, "input_normalization"):  # saved with it: exports build it in
         model.input_normalization = source.normalization
-    model_file = save_model_atomically(model, os.path.join(run_dir, "model.keras"))
+    model_file = save_model_atomically(model, os.path.join(run_dir, MODEL_FILE))
     training = {
         "epochs_completed": int(state.get("epoch", 0)),
         "train_seconds": round(float(state.get("train_seconds", 0.0)), 1),
@@ -331,5 +336,8 @@ def finish(model, config: TrainConfig, source, eval_data, run_dir: str, strategy
     report = report_lib.build_report(
         model=model, config=config.to_dict(), data=source.describe(), evaluation=evaluation,
         training=training, model_file=model_file)
+    report[WRITTEN_BY] = COMMAND
+    # A later run replaces model.keras only while it is still this file.
+    report["file_sha256"] = {MODEL_FILE: file_sha256(model_file)}
     report_lib.write_report(report, run_dir)
     return report

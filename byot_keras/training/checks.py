@@ -6,18 +6,24 @@ graph (or, for float labels, a silent truncation).
   with NumPy (one pass over the labels): the images' shape, the label form ((batch,),
   (batch, 1) or one-hot (batch, num_classes)), every label value (whole numbers in
   0..num_classes-1; one-hot / soft rows non-negative and summing to 1) and emptiness.
+  In-memory images must be numbers and finite (a NaN or inf pixel turns every logit
+  into NaN), sample weights finite and >= 0; Python lists of labels are read as arrays.
+- The loop settings: `batch_size` >= 1, `epochs` above `initial_epoch`,
+  `validation_split` in [0, 1) (Keras would quietly use a default or train nothing).
 - tf.data datasets are checked by their `element_spec` (shapes, dtypes, an empty
   cardinality); the label values of each batch are checked inside the step function by
   :func:`assert_label_values` (a few reductions, run under tf.function and
   tf.distribute; XLA compiles the assertions away).
 
-All problems raise ValueError, except the in-graph value checks, which raise
-tf.errors.InvalidArgumentError with the same wording.
+All problems raise ValueError; the in-graph checks fail as tf.errors.InvalidArgumentError
+with the same wording, which `fit` / `evaluate` / `predict` re-raise as a ValueError
+starting with it (:func:`graph_check_failure`).
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 
 import keras
@@ -47,10 +53,12 @@ def _is_dataset(data) -> bool:
 
 def in_memory(data):
     """`data` if it is an in-memory NumPy array or eager tensor (a one-entry dict of one
-    is unwrapped); None for what is not inspected here (datasets, generators,
-    PyDatasets, several inputs)."""
+    is unwrapped; a NumPy scalar becomes a 0-d array); None for what is not inspected
+    here (datasets, generators, PyDatasets, several inputs)."""
     if isinstance(data, Mapping) and len(data) == 1:
         data = next(iter(data.values()))
+    if isinstance(data, np.generic):
+        return np.asarray(data)
     if isinstance(data, np.ndarray):
         return data
     tf = _tensorflow()
@@ -60,6 +68,43 @@ def in_memory(data):
 
 
 # ----------------------------------------------------------------------------- images
+
+# Examples per block of the finiteness check: bounds its temporary memory.
+FINITE_CHECK_BLOCK = 4096
+
+
+def first_non_finite(values) -> tuple[int, str] | None:
+    """(example index, "NaN" or "inf") of the first non-finite value of the in-memory
+    array or eager tensor `values` (examples along the first axis); None if all are
+    finite or the values are integers. One pass, in blocks of examples."""
+    tf = _tensorflow()
+    if tf is not None and isinstance(values, tf.Tensor):
+        if not values.dtype.is_floating or bool(tf.reduce_all(tf.math.is_finite(values))):
+            return None
+        values = values.numpy()
+    if values.dtype.kind not in "fc" and "float" not in values.dtype.name:
+        return None
+    for start in range(0, max(len(values), 1), FINITE_CHECK_BLOCK):
+        block = values[start:start + FINITE_CHECK_BLOCK]
+        finite = np.isfinite(block)
+        if not finite.all():
+            flat = finite.reshape(len(block), -1).all(axis=1)
+            index = int(np.argmin(flat))
+            bad = block[index][~finite[index]].flat[0]
+            return start + index, "NaN" if np.isnan(bad) else "inf"
+    return None
+
+
+def _is_numeric(values) -> tuple[bool, str]:
+    """(whether the in-memory array or eager tensor holds numbers, its dtype's name)."""
+    tf = _tensorflow()
+    if tf is not None and isinstance(values, tf.Tensor):
+        dtype = values.dtype
+        return dtype.is_floating or dtype.is_integer, dtype.name
+    # bfloat16 (ml_dtypes) has kind "V" but is a float.
+    return values.dtype.kind in "iuf" or "float" in values.dtype.name, str(values.dtype)
+
+
 
 
 def image_shape_problem(shape: tuple, expected: tuple, model_name: str,
@@ -187,6 +232,55 @@ def assert_label_values(labels, num_classes: int):
         return tf.identity(labels)
 
 
+def graph_check_failure(error) -> str | None:
+    """The wording of one of this module's in-graph checks (a label value, an image
+    size) from the InvalidArgumentError it raised, with the offending value; None for
+    any other error. TensorFlow puts the wording after a stack of graph frames:
+    "... assertion failed: [<wording>] [<value>]"."""
+    text = str(getattr(error, "message", error))
+    start = text.rfind("assertion failed: ")
+    if start < 0:
+        return None
+    parts = re.findall(r"\[([^\[\]]*)\]", text[start:].split("\n")[0])
+    if not parts or not parts[0].startswith(("A label is", "Images do not fit")):
+        return None
+    if parts[0].startswith("Images") and len(parts) >= 4:
+        return f"{parts[0]} Got images of height, width and channels [{parts[3]}]."
+    return f"{parts[0]} [{parts[1]}]." if len(parts) > 1 else parts[0]
+
+
+def check_loop_settings(what: str, values: Mapping) -> None:
+    """Raises a ValueError for `fit` / `evaluate` / `predict` settings Keras would take
+    quietly: a `batch_size` below 1 (Keras uses 32), `epochs` not above `initial_epoch`
+    (no training, no error) and a `validation_split` outside [0, 1)."""
+    from byot_keras.options import integer_at_least, number_in
+
+    batch_size = values.get("batch_size")
+    if batch_size is not None:
+        integer_at_least(1).check(f"{what}: batch_size", batch_size)
+    if "epochs" in values:
+        epochs, initial = values["epochs"], values.get("initial_epoch") or 0
+        integer_at_least(1).check(f"{what}: epochs", epochs)
+        if epochs <= initial:
+            raise ValueError(f"{what}: epochs={epochs} with initial_epoch={initial} trains "
+                             "nothing: epochs is the epoch to stop after, give one above "
+                             "initial_epoch.")
+    if values.get("validation_split"):
+        number_in(0, 1, open_high=True).check(f"{what}: validation_split",
+                                              values["validation_split"])
+
+
+def _as_label_array(labels):
+    """Labels given as a Python list or tuple (or a plain number), as a NumPy array:
+    checked like one, and what Keras then gets (it refuses lists)."""
+    if isinstance(labels, list | tuple | int | float) and not isinstance(labels, bool):
+        try:
+            return np.asarray(labels)
+        except ValueError:  # ragged: left to the checks' error
+            return labels
+    return labels
+
+
 # ---------------------------------------------------------------------- the data
 
 
@@ -222,15 +316,29 @@ class CheckedInputs:
     # The checks ------------------------------------------------------------------
     def _check_images(self, x, what: str) -> None:
         expected = self._expected_image_shape()
+        if isinstance(x, list | tuple):  # Keras would read it as several inputs
+            wanted = ("(batch, " + ", ".join(map(str, expected)) + ")" if expected
+                      else "(batch, height, width, channels)")
+            raise ValueError(f"{what}: images must be one array of shape {wanted}; got a "
+                             f"{type(x).__name__} of {len(x)} items (np.stack them into one "
+                             "array).")
         images = in_memory(x)
-        if images is not None:  # only the shape is read: no copy of the images
+        if images is not None:  # the shape and dtype, then one pass for finiteness
             shape = tuple(images.shape)
+            numeric, dtype = _is_numeric(images)
+            if not numeric:
+                raise ValueError(f"{what}: images must be numbers (float pixels, or uint8 "
+                                 f"0..255), got dtype {dtype}.")
             if shape[0:1] == (0,):
                 raise _empty(what, f"images of shape {shape}")
             if expected is not None:
                 problem = image_shape_problem(shape, expected, self.name)
                 if problem:
                     raise ValueError(f"{what}: {problem}")
+            bad = first_non_finite(images)
+            if bad:
+                raise ValueError(f"{what}: images hold {bad[1]} (first in example {bad[0]}): "
+                                 "give finite pixel values.")
         elif _is_dataset(x):
             if int(x.cardinality()) == 0:
                 raise _empty(what, "an empty dataset")
@@ -265,7 +373,7 @@ class CheckedInputs:
             if problem:
                 raise ValueError(f"{what}: {problem}")
             return shape[1:], label_spec.dtype.name
-        labels = in_memory(y)
+        labels = in_memory(_as_label_array(y))
         images = in_memory(x)
         if labels is None:
             if y is None and images is not None:
@@ -300,21 +408,61 @@ class CheckedInputs:
             setattr(self, f"{kind}_function", None)
         seen[kind] = label_form
 
+    def _check_sample_weight(self, sample_weight, what: str) -> None:
+        weights = in_memory(_as_label_array(sample_weight))
+        if weights is None:
+            return
+        weights = np.asarray(weights)
+        if weights.dtype.kind not in "iuf":
+            raise ValueError(f"{what}: sample_weight must be numbers, got dtype "
+                             f"{weights.dtype}.")
+        flat = weights.reshape(-1)
+        with np.errstate(invalid="ignore"):  # NaN compares False: caught by isfinite
+            bad = np.flatnonzero(~np.isfinite(flat) | (flat < 0))
+        if bad.size:
+            raise ValueError(f"{what}: sample_weight holds {flat[bad[0]].item()!r} (example "
+                             f"{int(bad[0])}): weights must be finite numbers >= 0.")
+
+    def _in_graph_checks_as_value_errors(self, what: str, run):
+        """`run()`; an in-graph check's InvalidArgumentError (a label out of range in a
+        tf.data batch) becomes a ValueError starting with its wording, not after a
+        stack of graph frames."""
+        tf = _tensorflow()
+        if tf is None:
+            return run()
+        try:
+            return run()
+        except tf.errors.InvalidArgumentError as error:
+            message = graph_check_failure(error)
+            if message is None:
+                raise
+            raise ValueError(f"{what}: {message}") from None
+
     # The hooks ---------------------------------------------------------------------
     def fit(self, *args, **kwargs):
         arguments = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs)
         arguments.apply_defaults()
         values = arguments.arguments
+        check_loop_settings("fit", values)
+        values["y"] = _as_label_array(values["y"])
         self._use_step_function_for("train", self._check_data("fit", values["x"], values["y"]))
+        self._check_sample_weight(values["sample_weight"], "fit")
         validation = values["validation_data"]
         if validation is not None:
             if isinstance(validation, tuple | list):
-                val_x, val_y, _ = keras.utils.unpack_x_y_sample_weight(tuple(validation))
+                val_x, val_y, val_weight = keras.utils.unpack_x_y_sample_weight(
+                    tuple(validation))
+                val_y = _as_label_array(val_y)
+                values["validation_data"] = tuple(
+                    v for v in (val_x, val_y, val_weight) if v is not None)
+                self._check_sample_weight(val_weight, "validation_data")
             else:
                 val_x, val_y = validation, None
             self._use_step_function_for("test",
                                         self._check_data("validation_data", val_x, val_y))
-        history = super().fit(*arguments.args[1:], **arguments.kwargs)
+        history = self._in_graph_checks_as_value_errors(
+            "fit", lambda: super(CheckedInputs, self).fit(*arguments.args[1:],
+                                                          **arguments.kwargs))
         if getattr(history, "epoch", None) and not history.history:
             # An epoch ended without one step (a dataset of unknown length that turned
             # out empty): Keras returns quietly.
@@ -325,13 +473,22 @@ class CheckedInputs:
     def evaluate(self, x=None, y=None, *args, **kwargs):
         if kwargs.get("_use_cached_eval_dataset"):  # fit's validation, checked by fit
             return super().evaluate(x, y, *args, **kwargs)
+        arguments = inspect.signature(keras.Model.evaluate).bind(self, x, y, *args, **kwargs)
+        check_loop_settings("evaluate", arguments.arguments)
+        y = arguments.arguments["y"] = _as_label_array(y)
         self._use_step_function_for("test", self._check_data("evaluate", x, y))
-        result = super().evaluate(x, y, *args, **kwargs)
+        self._check_sample_weight(arguments.arguments.get("sample_weight"), "evaluate")
+        result = self._in_graph_checks_as_value_errors(
+            "evaluate", lambda: super(CheckedInputs, self).evaluate(*arguments.args[1:],
+                                                                    **arguments.kwargs))
         if isinstance(result, list | dict) and not result:
             raise ValueError("evaluate ran no step: the data yielded no batch (an empty "
                              "dataset?). Give at least one batch.")
         return result
 
     def predict(self, x, *args, **kwargs):
+        arguments = inspect.signature(keras.Model.predict).bind(self, x, *args, **kwargs)
+        check_loop_settings("predict", arguments.arguments)
         self._check_images(x, "predict")
-        return super().predict(x, *args, **kwargs)
+        return self._in_graph_checks_as_value_errors(
+            "predict", lambda: super(CheckedInputs, self).predict(x, *args, **kwargs))

@@ -54,6 +54,7 @@ class CohortModel(ScheduledModel):
     any other model.
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> nets = [zoo.create_model(n, num_classes=10, width_multiplier=0.125, method="ce")
         ...         for n in ("resnet18_byot", "vgg11_byot")]

@@ -95,6 +95,7 @@ class SelfDistillationModel(ScheduledModel):
     start (byot_keras.training.checks).
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
         >>> model.compile(optimizer="sgd")

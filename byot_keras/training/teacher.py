@@ -57,6 +57,7 @@ class TeacherDistillationModel(CheckedInputs, keras.distillation.Distiller):
     `evaluate` and `predict` check images and labels first, as the zoo models do.
 
     Example:
+        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> teacher = zoo.create_model("resnet18_byot", num_classes=10,
         ...                            width_multiplier=0.25, method="ce")

@@ -376,8 +376,11 @@ def load_pretrained(model, weights, *, reset_classifiers: bool = False) -> None:
         try:
             model.network.load_weights(str(path))
         except Exception as error:  # Keras reports mismatches in several ways
-            raise ValueError(f"The weights in '{path}' do not fit this model (saved from "
-                             f"another configuration?): {error}") from error
+            try:  # a file of model.save_weights: the training model's variables
+                model.load_weights(str(path))
+            except Exception:
+                raise ValueError(f"The weights in '{path}' do not fit this model (saved "
+                                 f"from another configuration?): {error}") from error
         return
     assign_by_name(model.network, _arrays_by_layer(path), skip=skip,
                    classifiers=classifier_layers(model))

@@ -124,6 +124,9 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_model_builder(name: str) -> Callable[..., keras.Model]:
     """The builder registered as `name`; unknown names raise with close suggestions."""
     _register_networks()
+    if not isinstance(name, str):
+        raise ValueError(f"The model name must be a string, one of zoo.list_models() (e.g. "
+                         f"'resnet18_byot'); got {name!r}.")
     try:
         return _MODELS[name]
     except KeyError:
