@@ -22,6 +22,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["byot_keras", "byot_keras.*"]),
+    # The shipped checkpoints: zoo.<builder>(weights="cifar10").
+    package_data={"byot_keras.zoo": ["weights/*.npz", "weights/checkpoints.json"]},
     install_requires=[
         # tensorflow-cpu satisfies the TensorFlow backend on machines without a GPU;
         # install "tensorflow" instead where you have one (extra [gpu]).

@@ -153,3 +153,63 @@ def test_checkpoints_of_an_index_file_named_by_the_environment(source, tmp_path,
     monkeypatch.setenv(pretrained.USER_INDEX_VARIABLE, str(index))
     model = zoo.resnet18_byot(num_classes=10, weights="test_env", **CONFIG)
     assert_same_weights(model, source["model"])
+
+
+# ------------------------------------------------------------------ shipped checkpoints
+
+SHIPPED_CHECK = """
+import json, sys
+import numpy as np
+import tensorflow_datasets as tfds
+from byot_keras import zoo
+from byot_keras.data import normalize_cifar
+
+entry = next(e for e in zoo.list_pretrained() if (e["builder"], e["name"]) == tuple(sys.argv[2:4]))
+model = zoo.create_model(entry["builder"], weights=entry["name"], **entry["builder_kwargs"])
+images, labels = tfds.as_numpy(tfds.load("cifar10", split="test", data_dir=sys.argv[1],
+                                         download=False, as_supervised=True, batch_size=-1))
+logits = model.predict(normalize_cifar(images), batch_size=500, verbose=0)
+accuracy = {k: 100 * float(np.mean(np.asarray(v).argmax(-1) == labels)) for k, v in logits.items()}
+print(json.dumps({"listed": entry["accuracy"], "measured": accuracy, "examples": len(labels)}))
+"""
+
+
+def shipped_cifar10():
+    return [(e["builder"], e["name"]) for e in pretrained.list_pretrained()
+            if e["source"] == "shipped" and e["dataset"] == "cifar10"]
+
+
+@pytest.mark.parametrize("builder,name", shipped_cifar10())
+def test_a_shipped_checkpoint_gives_its_listed_accuracy_in_a_fresh_process(builder, name,
+                                                                          cifar10_dir):
+    """What a user gets from weights="cifar10": the whole CIFAR-10 test split through the
+    builder, in a process that has never seen the run; its top-1 per exit equals what
+    list_pretrained states (recorded by zoo/ship_weights.py) within 0.1 point."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SHIPPED_CHECK, cifar10_dir, builder, name],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["examples"] == 10000
+    for exit_name, listed in result["listed"].items():
+        if exit_name != "ensemble":
+            assert abs(result["measured"][exit_name] - listed) <= 0.1, (exit_name, result)
+
+
+def test_the_shipped_weights_are_part_of_the_built_package(tmp_path):
+    """setup.py's package_data puts every shipped checkpoint and its index into the
+    package (build_py: what pip installs)."""
+    import subprocess
+    import sys
+
+    shipped = [e["file"] for e in pretrained.list_pretrained() if e["source"] == "shipped"]
+    assert shipped, "no checkpoint is shipped"
+    root = pretrained.WEIGHTS_DIR.parents[2]
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-d", str(tmp_path)],
+                   cwd=root, check=True, capture_output=True)
+    built = tmp_path / "byot_keras" / "zoo" / "weights"
+    assert (built / "checkpoints.json").is_file()
+    for file in shipped:
+        assert (built / file).read_bytes() == (pretrained.WEIGHTS_DIR / file).read_bytes()

@@ -1,0 +1,198 @@
+"""The converged CIFAR-10 study: every run's per-exit and ensemble top-1, their mean and
+spread over seeds, the byot - ce difference, training time, the last evaluations (has
+accuracy stopped improving?) and the early-exit curve of the best model.
+
+The runs are ordinary `byot-train` run folders, named `<tag>_<method>_s<seed>` under
+`--runs_dir` (they are long: see `--print_commands`, run them in the background and
+re-run the same command to resume). This script only reads them:
+
+    python -m benchmarks.study_cifar10 --runs_dir /work/runs/study \\
+        --output benchmarks/results/study_cifar10
+    python -m benchmarks.study_cifar10 --print_commands --runs_dir runs/study
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+
+METHODS = ("ce", "byot", "msd", "eed", "deep_supervision")
+STUDY = dict(preset="byot_cifar", dataset="cifar10", width_multiplier=0.25, epochs=40)
+SEEDS = (0, 1)
+TAG = "r18w025"
+
+
+def run_command(config: dict, data_dir: str | None = None) -> str:
+    """The `byot-train` command that reproduces the run of `config` (a config.json): the
+    preset plus every setting that differs from it."""
+    from byot_keras.train import make_config
+
+    preset = config.get("preset")
+    base = make_config(preset).to_dict() if preset else make_config().to_dict()
+    parts = ["byot-train"] + ([f"--preset {preset}"] if preset else [])
+    for key, value in config.items():
+        if key in ("preset", "verbose", "overwrite") or base.get(key) == value:
+            continue
+        if key == "data_dir" and data_dir is not None:
+            value = data_dir
+        if key == "output_dir":  # where the study kept it is no business of the reader's
+            value = f"runs/{os.path.basename(str(value).rstrip('/'))}"
+        if isinstance(value, bool):
+            parts.append(f"--{key}" if value else f"--no{key}")
+        elif isinstance(value, list):
+            parts.append(f"--{key} {','.join(map(str, value))}")
+        elif isinstance(value, dict):
+            parts.append(f"--{key} " + ",".join(f"{k}={json.dumps(v)}" for k, v in value.items()))
+        else:
+            parts.append(f"--{key} {value}")
+    return " ".join(parts)
+
+
+def planned_commands(runs_dir: str, data_dir: str, methods=METHODS) -> list[str]:
+    return [(f"byot-train --preset {STUDY['preset']} --dataset {STUDY['dataset']} "
+             f"--data_dir {data_dir} --method {method} --width_multiplier "
+             f"{STUDY['width_multiplier']} --epochs {STUDY['epochs']} --seed {seed} "
+             f"--output_dir {os.path.join(runs_dir, f'{TAG}_{method}_s{seed}')} --verbose 2")
+            for method in methods for seed in SEEDS]
+
+
+def read_run(folder: str) -> dict | None:
+    """A finished run's figures (None while it has no report)."""
+    report_path = os.path.join(folder, "report.json")
+    if not os.path.exists(report_path):
+        return None
+    with open(report_path) as f:
+        report = json.load(f)
+    with open(os.path.join(folder, "log.csv"), newline="") as f:
+        history = list(csv.DictReader(f))
+    accuracy = report["accuracy"]
+    exits = sorted((k for k in accuracy if k.startswith("exit_")), key=lambda k: int(k[5:]))
+    deepest = exits[-1]
+    last = [round(100 * float(row[f"val_{deepest}_accuracy"]), 2) for row in history[-3:]]
+    return {
+        "folder": folder,
+        "method": report["config"]["method"],
+        "seed": report["config"]["seed"],
+        "exits": [round(100 * accuracy[k], 2) for k in exits],
+        "ensemble": round(100 * accuracy["ensemble"], 2),
+        "last_three_deepest": last,
+        "epochs": report["training"]["epochs_completed"],
+        "train_seconds": report["training"]["train_seconds"],
+        "train_seconds_per_epoch": round(report["training"]["train_seconds"]
+                                         / max(1, report["training"]["epochs_completed"]), 1),
+        "exit_mflops": [round(e["flops"] / 1e6, 2) for e in report["exits"]],
+        "early_exit": report.get("early_exit"),
+        "test_examples": report["dataset"]["num_test"],
+        "train_examples": report["dataset"]["num_train"],
+        "command": run_command(report["config"], "../shared/data/tfds"),
+    }
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per method: mean and half-range (the spread of two seeds) per exit and ensemble."""
+    by_method = {}
+    for run in runs:
+        by_method.setdefault(run["method"], []).append(run)
+    summary = {}
+    for method, group in by_method.items():
+        group.sort(key=lambda r: r["seed"])
+        columns = list(zip(*[r["exits"] for r in group]))
+        ensembles = [r["ensemble"] for r in group]
+        summary[method] = {
+            "seeds": [r["seed"] for r in group],
+            "exits_mean": [round(statistics.mean(c), 2) for c in columns],
+            "exits_spread": [round((max(c) - min(c)) / 2, 2) for c in columns],
+            "ensemble_mean": round(statistics.mean(ensembles), 2),
+            "ensemble_spread": round((max(ensembles) - min(ensembles)) / 2, 2),
+            "train_seconds_per_epoch": round(statistics.mean(
+                r["train_seconds_per_epoch"] for r in group), 1),
+        }
+    if "ce" in summary:
+        ce = summary["ce"]
+        for method, entry in summary.items():
+            if method != "ce":
+                entry["deepest_minus_ce"] = round(entry["exits_mean"][-1]
+                                                  - ce["exits_mean"][-1], 2)
+                entry["ensemble_minus_ce"] = round(entry["ensemble_mean"]
+                                                   - ce["exits_mean"][-1], 2)
+    return summary
+
+
+def render(runs: list[dict], summary: dict) -> str:
+    def pm(mean, spread):
+        return f"{mean:.2f} +- {spread:.2f}"
+
+    lines = ["# Converged study: resnet18_byot x0.25 on the full CIFAR-10", "",
+             "Every run: the `byot_cifar` preset (SGD 0.9, lr 0.1 /10 at 1/3, 2/3 and "
+             "epochs-10, wd 5e-4, batch 128, pad-crop + flip) for "
+             f"{STUDY['epochs']} epochs on all 50,000 training images; top-1 (%) on all "
+             "10,000 test images. Spread: half the difference between the two seeds.", "",
+             "## Per run", "",
+             "| method | seed | exits, shallow to deep | ensemble | last three evaluations "
+             "(deepest) | s / epoch |", "|---|---:|---|---:|---|---:|"]
+    for run in sorted(runs, key=lambda r: (METHODS.index(r["method"]), r["seed"])):
+        lines.append(f"| {run['method']} | {run['seed']} | "
+                     f"{' / '.join(f'{a:.2f}' for a in run['exits'])} | "
+                     f"{run['ensemble']:.2f} | "
+                     f"{' / '.join(f'{a:.2f}' for a in run['last_three_deepest'])} | "
+                     f"{run['train_seconds_per_epoch']:.0f} |")
+    lines += ["", "## Per method (mean +- spread over seeds)", "",
+              "| method | exits, shallow to deep | ensemble | deepest - ce | ensemble - ce "
+              "(deepest) |", "|---|---|---:|---:|---:|"]
+    for method in (m for m in METHODS if m in summary):
+        entry = summary[method]
+        exits = " / ".join(pm(m, s) for m, s in zip(entry["exits_mean"],
+                                                    entry["exits_spread"]))
+        lines.append(f"| {method} | {exits} | "
+                     f"{pm(entry['ensemble_mean'], entry['ensemble_spread'])} | "
+                     f"{entry.get('deepest_minus_ce', 0):+.2f} | "
+                     f"{entry.get('ensemble_minus_ce', 0):+.2f} |")
+    best = max((r for r in runs if len(r["exits"]) > 1), key=lambda r: r["exits"][-1],
+               default=None)
+    if best and best["early_exit"]:
+        lines += ["", f"## Early exit: {best['method']} seed {best['seed']} (the best "
+                  "multi-exit run)", "",
+                  "Answer at the first exit whose softmax confidence reaches the threshold. "
+                  f"Exits cost {' / '.join(f'{m:.1f}' for m in best['exit_mflops'])} MFLOPs "
+                  "alone.", "",
+                  "| threshold | top-1 | mean exit | MFLOPs per image |", "|---:|---:|---:|---:|"]
+        for row in best["early_exit"]:
+            lines.append(f"| {row['threshold']:g} | {100 * row['accuracy']:.2f} | "
+                         f"{row['mean_exit']:.2f} | {2 * row['mean_cost'] / 1e6:.1f} |")
+    lines += ["", "## Commands", ""] + [f"    {run['command']}" for run in
+                                         sorted(runs, key=lambda r: (r["method"], r["seed"]))]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs_dir", required=True)
+    parser.add_argument("--output", default="benchmarks/results/study_cifar10")
+    parser.add_argument("--print_commands", action="store_true")
+    parser.add_argument("--data_dir", default="../shared/data/tfds")
+    args = parser.parse_args(argv)
+    if args.print_commands:
+        print("\n".join(planned_commands(args.runs_dir, args.data_dir)))
+        return 0
+    runs = [run for name in sorted(os.listdir(args.runs_dir))
+            if name.startswith(TAG + "_") and (run := read_run(os.path.join(args.runs_dir,
+                                                                             name)))]
+    if not runs:
+        print(f"No finished run under {args.runs_dir}.", file=sys.stderr)
+        return 1
+    summary = summarize(runs)
+    from byot_keras.saving import write_text_atomically
+
+    write_text_atomically(args.output + ".json", json.dumps(
+        {"study": STUDY, "runs": runs, "summary": summary}, indent=2))
+    write_text_atomically(args.output + ".md", render(runs, summary))
+    print(render(runs, summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
