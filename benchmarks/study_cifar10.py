@@ -122,7 +122,23 @@ def summarize(runs: list[dict]) -> dict:
     return summary
 
 
-def render(runs: list[dict], summary: dict) -> str:
+def unfinished_runs(runs_dir: str) -> list[str]:
+    """The study's run folders without a report yet, with their completed epochs."""
+    found = []
+    for name in sorted(os.listdir(runs_dir)):
+        folder = os.path.join(runs_dir, name)
+        if name.startswith(TAG + "_") and not os.path.exists(os.path.join(folder,
+                                                                            "report.json")):
+            log = os.path.join(folder, "log.csv")
+            epochs = 0
+            if os.path.exists(log):
+                with open(log, newline="") as f:
+                    epochs = len(list(csv.DictReader(f)))
+            found.append(f"{name} ({epochs} of {STUDY['epochs']} epochs)")
+    return found
+
+
+def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
     def pm(mean, spread):
         return f"{mean:.2f} +- {spread:.2f}"
 
@@ -130,8 +146,11 @@ def render(runs: list[dict], summary: dict) -> str:
              "Every run: the `byot_cifar` preset (SGD 0.9, lr 0.1 /10 at 1/3, 2/3 and "
              "epochs-10, wd 5e-4, batch 128, pad-crop + flip) for "
              f"{STUDY['epochs']} epochs on all 50,000 training images; top-1 (%) on all "
-             "10,000 test images. Spread: half the difference between the two seeds.", "",
-             "## Per run", "",
+             "10,000 test images. Spread: half the difference between the two seeds.", ""]
+    if unfinished:
+        lines += ["**In progress** (not in the tables below): " + ", ".join(unfinished)
+                  + ".", ""]
+    lines += ["## Per run", "",
              "| method | seed | exits, shallow to deep | ensemble | last three evaluations "
              "(deepest) | s / epoch |", "|---|---:|---|---:|---|---:|"]
     for run in sorted(runs, key=lambda r: (METHODS.index(r["method"]), r["seed"])):
@@ -185,12 +204,14 @@ def main(argv=None) -> int:
         print(f"No finished run under {args.runs_dir}.", file=sys.stderr)
         return 1
     summary = summarize(runs)
+    unfinished = unfinished_runs(args.runs_dir)
     from byot_keras.saving import write_text_atomically
 
     write_text_atomically(args.output + ".json", json.dumps(
-        {"study": STUDY, "runs": runs, "summary": summary}, indent=2))
-    write_text_atomically(args.output + ".md", render(runs, summary))
-    print(render(runs, summary))
+        {"study": STUDY, "runs": runs, "summary": summary, "unfinished": unfinished},
+        indent=2))
+    write_text_atomically(args.output + ".md", render(runs, summary, unfinished))
+    print(render(runs, summary, unfinished))
     return 0
 
 
