@@ -455,12 +455,16 @@ def export_tflite(
         listed; a failed export leaves that earlier export untouched.
 
     Example:
+        >>> import tempfile
         >>> from byot_keras import zoo
         >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
         >>> model.input_normalization = {"scale": 1 / 255, "mean": 0.5, "std": 0.25}
-        >>> manifest = export_tflite(model, "/tmp/doc_export")
-        >>> [e["files"]["float32"]["file"] for e in manifest["exits"]][:2]
-        ['exit_1.tflite', 'exit_2.tflite']
+        >>> # exit 1's file and model.tflite only (without these options: every exit
+        >>> # and the cascade segments too)
+        >>> manifest = export_tflite(model, tempfile.mkdtemp() + "/export", exits=[1],
+        ...                          cascade=False)
+        >>> manifest["exits"][0]["files"]["float32"]["file"]
+        'exit_1.tflite'
         >>> manifest["exits"][0]["files"]["float32"]["outputs"]
         {'probabilities': [10]}
         >>> manifest["multi_signature"]["files"]["float32"]["file"]
