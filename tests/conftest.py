@@ -27,7 +27,7 @@ def reference_export(tmp_path_factory):
     import keras
 
     from byot_keras.export import export_tflite
-    from byot_keras.export.readme_tables import reference_model
+    from tflite.readme_tables import reference_model
 
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("reference") / "export"

@@ -13,9 +13,9 @@ import pytest
 
 from byot_keras.data import DIGITS_NORMALIZATION, load_digits
 from byot_keras.export import CascadeRuntime, export_tflite, read_manifest, run_sweep
-from byot_keras.export.readme_tables import reference_model
 from byot_keras.export.runtime import export_inputs
 from byot_keras.inference import early_exit_from_logits, softmax
+from tflite.readme_tables import reference_model
 
 TIE = 1e-4  # confidences this close to the threshold may fall either way in TFLite
 

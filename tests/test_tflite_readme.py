@@ -14,7 +14,7 @@ from byot_keras.export import (
     LiteRTModel,
     read_manifest,
 )
-from byot_keras.export.readme_tables import (
+from tflite.readme_tables import (
     MANIFEST_FIELDS,
     export_signatures,
     generated_block,

@@ -3,7 +3,7 @@
     python tflite/make_readme_tables.py                      # exports the reference model
     python tflite/make_readme_tables.py --export_dir DIR     # or reads an existing export
 
-Without --export_dir it exports `byot_keras.export.readme_tables.reference_model()`
+Without --export_dir it exports `tflite/readme_tables.py`'s `reference_model()`
 (float32 and int8, calibrated on random images) to a temporary folder. The tables are
 only ever written from files the exporter produced; tests/test_tflite_readme.py checks
 the README against a fresh export.
@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Run as a file, the script's folder (tflite/) is on sys.path, not the repository.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
@@ -31,11 +34,7 @@ def main(argv):
     import numpy as np
 
     from byot_keras.export import export_tflite
-    from byot_keras.export.readme_tables import (
-        reference_description,
-        reference_model,
-        update_readme,
-    )
+    from tflite.readme_tables import reference_description, reference_model, update_readme
 
     export_dir, temporary = FLAGS.export_dir, None
     if not export_dir:

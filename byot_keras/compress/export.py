@@ -1,5 +1,7 @@
-"""TFLite files from a tf_keras multi-exit network (a QAT or pruned twin), with the same
-layout, names, metadata and manifest as `byot_keras.export.export_tflite`:
+"""TFLite files from a tf_keras multi-exit network (a QAT or pruned twin): the converter
+for tf_keras models, given to the export layout of `byot_keras.export.files`, so that the
+files have the same names, metadata, checks and manifest as
+`byot_keras.export.export_tflite` writes:
 `exit_<k>[_q].tflite` (image classifiers: 0..255 RGB pixels in, "probabilities" out),
 `cascade/segment_<k>[_q].tflite`, `labels.txt`, `manifest.json`, signature
 `serving_default`, input `image` / `trunk_in`, outputs `probabilities` / `logits` /
@@ -20,36 +22,32 @@ Example:
 
 from __future__ import annotations
 
-import gzip
-import os
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
 
 from byot_keras.compress import extra
-from byot_keras.export.cascade import IMAGE, LOGITS, PROBABILITIES, TRUNK_IN, TRUNK_OUT
-from byot_keras.export.layout import CASCADE, LABELS, ExportFolder
-from byot_keras.export.litert import SIGNATURE, LiteRTModel
-from byot_keras.export.metadata import MIN_PARSER_VERSION
-from byot_keras.export.tflite import (
-    MANIFEST_VERSION,
-    QUANTIZATIONS,
-    add_export_metadata,
+from byot_keras.export.cascade import IMAGE, PROBABILITIES, cut_segments
+from byot_keras.export.files import (
+    ExportFiles,
+    cascade_entry,
     check_eval_pair,
     check_exit_outputs,
     check_labels,
-    file_name,
-    manifest_input,
+    manifest_header,
     metadata_defaults,
-    pin_pixel_quantization,
-    quantization_text,
+    planned_files,
 )
-from byot_keras.normalization import check_normalization, pixel_affine, to_pixels
+from byot_keras.export.layout import ExportFolder
+from byot_keras.export.litert import LiteRTModel
+from byot_keras.export.tflite import QUANTIZATIONS, pin_pixel_quantization, serving_function
+from byot_keras.normalization import check_normalization, to_pixels
 
 WRAPPER_PREFIXES = ("quant_", "prune_low_magnitude_")
 # Ops that may compute in float in a full-integer file: the conversions at its edges.
-_EDGE_OPS = {"QUANTIZE", "DEQUANTIZE", "DELEGATE"}
+EDGE_OPS = {"QUANTIZE", "DEQUANTIZE", "DELEGATE"}
+COMMAND = "byot-qat/byot-prune"
 
 
 def unwrapped_name(name: str) -> str:
@@ -85,33 +83,12 @@ def exit_model(network, name: str):
                           name=f"{network.name}_{name}")
 
 
-def exit_sections(network) -> list[int]:
-    """For each exit, the trunk section (`section_k` layer) its classifier hangs off."""
-    sections = []
-    for name in exit_names(network):
-        used = [int(n.split("_")[1]) for n in
-                (unwrapped_name(layer.name) for layer in exit_model(network, name).layers)
-                if n.startswith("section_")]
-        if not used:
-            raise ValueError(f"{name} depends on no 'section_k' layer: cannot cut a cascade.")
-        sections.append(max(used))
-    return sections
-
-
-def segment_models(network) -> list:
-    """The early-exit cascade's segments (as `byot_keras.export.cascade_models`): segment
-    k maps segment k-1's trunk map (the image for k = 1) to `logits` and `trunk_out`."""
-    tf_keras = extra.tf_keras()
-    names, sections = exit_names(network), exit_sections(network)
-    segments, previous = [], network.inputs[0]
-    for k, (name, section) in enumerate(zip(names, sections), start=1):
-        outputs = {LOGITS: find_layer(network, name).output}
-        trunk = find_layer(network, f"section_{section}").output
-        if k < len(names):
-            outputs[TRUNK_OUT] = trunk
-        segments.append(tf_keras.Model(previous, outputs, name=f"segment_{k}"))
-        previous = trunk
-    return segments
+def segment_models(network, sections: Sequence[int]) -> list:
+    """The early-exit cascade's segments (as `byot_keras.export.cascade_models`), cut
+    from the tf_keras `network` at the trunk `sections` of its exits (the Keras 3
+    model's `byot_keras.export.exit_sections`)."""
+    return cut_segments(network, exit_names(network), sections,
+                        layer=find_layer, model_class=extra.tf_keras().Model)
 
 
 def float_ops(flatbuffer: bytes) -> list[str]:
@@ -119,7 +96,7 @@ def float_ops(flatbuffer: bytes) -> list[str]:
     interpreter = LiteRTModel(flatbuffer).interpreter
     dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
     return sorted({op["op_name"] for op in interpreter._get_ops_details()
-                   if op["op_name"] not in _EDGE_OPS
+                   if op["op_name"] not in EDGE_OPS
                    and any(dtypes.get(i) == np.float32 for i in op["outputs"])})
 
 
@@ -147,19 +124,8 @@ def convert(model, input_name: str, quantization: str = "float32",
                          "data (a few hundred typical inputs).")
     spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name=input_name)
     normalization = check_normalization(normalization) if input_name == IMAGE else None
-    affine = (None if normalization is None else
-              pixel_affine(normalization, int(model.inputs[0].shape[-1])))
-
-    @tf.function(input_signature=[spec])
-    def serve(inputs):
-        if affine is not None:  # 0..255 pixels -> (pixel / 255 - mean) / std
-            inputs = inputs * affine[0] + affine[1]
-        outputs = model(inputs, training=False)
-        outputs = dict(outputs) if isinstance(outputs, dict) else {LOGITS: outputs}
-        if probabilities:
-            outputs[PROBABILITIES] = tf.nn.softmax(outputs.pop(LOGITS), axis=-1)
-        return outputs
-
+    serve = tf.function(serving_function(model, normalization, probabilities),
+                        input_signature=[spec])
     holder = tf.Module()
     holder.model_variables = list(model.variables)
 
@@ -207,16 +173,13 @@ def convert(model, input_name: str, quantization: str = "float32",
     return flatbuffer
 
 
-def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=-1) == labels))
-
-
 def export_network(
     network,
     output_dir: str,
     *,
     model_name: str,
     costs: Sequence[dict],
+    sections: Sequence[int] | None = None,
     quantizations: Sequence[str] = ("float32",),
     qat: bool = False,
     representative_data: np.ndarray | None = None,
@@ -239,6 +202,8 @@ def export_network(
         model_name: the name recorded in the manifest.
         costs: per exit the cost entry of the Keras 3 model (`model.exit_costs()`); the
             architecture is the same.
+        sections: with `cascade`, per exit the trunk section it hangs off: the Keras 3
+            model's `byot_keras.export.exit_sections(model)`.
         qat: the network has fake quantization; quantizations must be ["int8"].
         Other arguments as in `byot_keras.export.export_tflite`; every file also records
         `gzip_bytes` (what compresses away: pruning's zeros).
@@ -261,52 +226,57 @@ def export_network(
     names = exit_names(network)
     if len(costs) != len(names):
         raise ValueError(f"{len(costs)} cost entries for a {len(names)}-exit network.")
+    if cascade and (sections is None or len(sections) != len(names)):
+        raise ValueError(f"A cascade needs the trunk section of each of the {len(names)} "
+                         f"exits (byot_keras.export.exit_sections(model)); got {sections}.")
     num_classes = int(network.output[names[-1]].shape[-1])
-    labels = check_labels(labels, num_classes)
     check_eval_pair(eval_data)
     input_shape = [int(d) for d in network.inputs[0].shape[1:]]
     options = {"normalization": check_normalization(normalization, input_shape[-1]),
-               "labels": labels, "exit_outputs": exit_outputs,
-               "info": metadata_defaults(network.weights, model_info), "model": model_name,
-               "int8_io": bool(int8_io)}
+               "labels": check_labels(labels, num_classes), "exit_outputs": exit_outputs,
+               "info": metadata_defaults(network.weights, model_info),
+               "quantizations": quantizations, "int8_io": bool(int8_io)}
     calibration = (None if representative_data is None else
                    np.asarray(representative_data[:max_calibration_examples], np.float32))
-    planned = planned_files(len(names), quantizations, cascade)
+    planned = planned_files(len(names), quantizations, cascade=cascade)
     with ExportFolder(output_dir, planned, allow_other_files=allow_other_files,
-                      command="byot-qat/byot-prune") as folder:
-        exits = _write_files(network, folder.staging, names, costs, quantizations, qat,
-                             calibration, eval_data, options, cascade)
-        info = options["info"]
+                      command=COMMAND) as folder:
+        def tf_keras_convert(model, input_name, quantization, representative, *,
+                             normalization, probabilities):
+            return convert(model, input_name, quantization, representative, int8_io, qat,
+                           normalization=normalization, probabilities=probabilities)
+
+        files = ExportFiles(folder.staging, tf_keras_convert, options, model_name=model_name,
+                            num_exits=len(names), eval_data=eval_data, gzip_sizes=True,
+                            note=", quantization-aware trained" if qat else "")
+        exits = [{**cost, "files": {}, "segment": {}} for cost in costs]
+        pixel_calibration = (None if calibration is None else
+                             to_pixels(calibration, options["normalization"]))
+        keras_eval = None if eval_data is None else network.predict(eval_data[0], verbose=0)
+        for k, (name, entry) in enumerate(zip(names, exits), start=1):
+            sub = exit_model(network, name)
+            for quantization in quantizations:
+                entry["files"][quantization], _ = files.exit_file(
+                    k, sub, quantization, pixel_calibration,
+                    None if keras_eval is None else keras_eval[name])
+            if eval_data is not None:
+                entry["keras_accuracy"] = files.keras_accuracy(keras_eval[name])
+        if cascade:
+            segments = segment_models(network, sections)
+            files.cascade_files(exits, {q: segments for q in quantizations}, calibration)
+        files.write_labels()
         manifest = {
-            "format_version": MANIFEST_VERSION,
-            "model": model_name,
-            "num_classes": num_classes,
-            "num_exits": len(names),
-            "signature": SIGNATURE,
-            "input": manifest_input(input_shape, quantizations, int8_io,
-                                    options["normalization"]),
-            "exit_outputs": exit_outputs,
-            "labels_file": LABELS,
-            "metadata": {
-                "description": "Every .tflite file carries TFLite Model Metadata, labels.txt "
-                               "packed in (as byot_keras.export writes it).",
-                "version": info["version"], "author": info["author"],
-                "license": info["license"], "min_parser_version": MIN_PARSER_VERSION,
-            },
-            "quantizations": quantizations,
-            "int8_io": bool(int8_io),
-            "cascade": {
-                "description": "Run segment_1 on the image (as the exit files take it), "
-                               "then segment_k on segment_(k-1)'s 'trunk_out'; each "
-                               "segment's 'logits' is exit k's answer.",
-            } if cascade else None,
+            **manifest_header(
+                model_name=model_name, num_classes=num_classes, num_exits=len(names),
+                input_shape=input_shape, options=options,
+                metadata_description="Every .tflite file carries TFLite Model Metadata, "
+                                     "labels.txt packed in (as byot_keras.export writes it)."),
+            "cascade": cascade_entry(cascade),
             "exits": exits,
             **(extra_manifest or {}),
         }
         if eval_data is not None:
             manifest["eval_examples"] = int(len(eval_data[1]))
-        with open(os.path.join(folder.staging, LABELS), "w") as f:
-            f.write("\n".join(options["labels"]) + "\n")
         folder.write_manifest(manifest)
     return manifest
 
@@ -315,80 +285,5 @@ def check_output_folder(output_dir: str, num_exits: int, quantizations: Sequence
                         cascade: bool, allow_other_files: bool = False) -> None:
     """Refuses, before any fine-tuning, an `output_dir` that `export_network` with these
     options would not write into (see `byot_keras.export.layout`)."""
-    ExportFolder(output_dir, planned_files(num_exits, quantizations, cascade),
-                 allow_other_files=allow_other_files, command="byot-qat/byot-prune")
-
-
-def planned_files(num_exits: int, quantizations: Sequence[str], cascade: bool) -> list[str]:
-    """The relative paths `export_network` writes (besides the manifest)."""
-    files = [LABELS]
-    for quantization in quantizations:
-        for k in range(1, num_exits + 1):
-            files.append(file_name(f"exit_{k}", quantization))
-            if cascade:
-                files.append(f"{CASCADE}/{file_name(f'segment_{k}', quantization)}")
-    return files
-
-
-def _write_files(network, folder, names, costs, quantizations, qat, calibration, eval_data,
-                 options, cascade) -> list[dict]:
-    def write(relative: str, flatbuffer: bytes) -> dict:
-        path = os.path.join(folder, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(flatbuffer)
-        return {"file": relative, "bytes": len(flatbuffer),
-                "gzip_bytes": len(gzip.compress(flatbuffer, compresslevel=9))}
-
-    normalization, output = options["normalization"], options["exit_outputs"]
-    int8_io, model_name = options["int8_io"], options["model"]
-    pixel_calibration = None if calibration is None else to_pixels(calibration, normalization)
-    exits = [{**cost, "files": {}, "segment": {}} for cost in costs]
-    keras_eval = None if eval_data is None else network.predict(eval_data[0], verbose=0)
-    pixel_eval = None if eval_data is None else to_pixels(eval_data[0], normalization)
-    for k, (name, entry) in enumerate(zip(names, exits), start=1):
-        sub = exit_model(network, name)
-        for quantization in quantizations:
-            flatbuffer = convert(sub, IMAGE, quantization, pixel_calibration, int8_io, qat,
-                                 normalization=normalization,
-                                 probabilities=output == PROBABILITIES)
-            flatbuffer = add_export_metadata(
-                flatbuffer, options, f"{model_name} {name}",
-                f"Exit {k} of {len(names)} of {model_name}, a multi-exit network "
-                f"(byot-keras), as an image classifier. "
-                f"{quantization_text(quantization, int8_io)}"
-                f"{', quantization-aware trained' if qat else ''}. Input: an RGB image; "
-                f"output: {output} of the classes.", name)
-            info = write(file_name(name, quantization), flatbuffer)
-            runner = LiteRTModel(flatbuffer)
-            info.update(runner.tensor_facts())
-            if eval_data is not None:
-                got = runner.predict(image=pixel_eval)[output]
-                info["accuracy"] = _top1(got, eval_data[1])
-                info["agreement_with_keras"] = float(np.mean(
-                    got.argmax(-1) == keras_eval[name].argmax(-1)))
-            entry["files"][quantization] = info
-        if eval_data is not None:
-            entry["keras_accuracy"] = _top1(keras_eval[name], eval_data[1])
-    if not cascade:
-        return exits
-    keras_inputs = calibration
-    for k, (segment, entry) in enumerate(zip(segment_models(network), exits), start=1):
-        input_name = IMAGE if k == 1 else TRUNK_IN
-        file_inputs = (to_pixels(keras_inputs, normalization)
-                       if k == 1 and keras_inputs is not None else keras_inputs)
-        for quantization in quantizations:
-            flatbuffer = convert(segment, input_name, quantization, file_inputs, int8_io,
-                                 qat, normalization=normalization)
-            flatbuffer = add_export_metadata(
-                flatbuffer, options, f"{model_name} cascade segment_{k}",
-                f"Segment {k} of {len(names)} of the early-exit cascade of {model_name} "
-                "(byot-keras): run segment_1 on the image, then segment_k on "
-                "segment_(k-1)'s trunk_out. "
-                f"{quantization_text(quantization, int8_io)}.", f"exit_{k}", segment=k)
-            info = write(f"{CASCADE}/{file_name(f'segment_{k}', quantization)}", flatbuffer)
-            info.update(LiteRTModel(flatbuffer).tensor_facts())
-            entry["segment"][quantization] = info
-        if keras_inputs is not None and TRUNK_OUT in segment.output:
-            keras_inputs = segment.predict(keras_inputs, verbose=0)[TRUNK_OUT]
-    return exits
+    ExportFolder(output_dir, planned_files(num_exits, quantizations, cascade=cascade),
+                 allow_other_files=allow_other_files, command=COMMAND)

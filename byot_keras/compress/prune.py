@@ -137,6 +137,7 @@ def magnitude_pruning(
         The manifest.
     """
     from byot_keras.compress import export, finetune, twin
+    from byot_keras.export.cascade import exit_sections as cascade_sections
 
     tfmot = extra.tfmot()
     if not 0.0 < target_sparsity < 1.0:
@@ -144,6 +145,9 @@ def magnitude_pruning(
     POSITIVE.check("learning_rate", learning_rate)
     export.check_output_folder(output_dir, model.num_exits, quantizations, cascade,
                                allow_other_files)
+    # Where the cascade cuts the trunk: the model's recorded structure (the twin is the
+    # same network, so the same sections).
+    sections = cascade_sections(model) if cascade else None
     steps = epochs * int(np.ceil(len(images) / batch_size))
     schedule = pruning_schedule(steps, target_sparsity)
     check = representative_data if representative_data is not None else images
@@ -166,6 +170,7 @@ def magnitude_pruning(
         min_layer_sparsity=min(per_layer.values()) if per_layer else 0.0)
     return export.export_network(
         pruned, output_dir, model_name=model.name, costs=model.exit_costs(),
+        sections=sections,
         quantizations=quantizations, representative_data=representative_data,
         eval_data=eval_data, labels=class_names,
         normalization=(normalization if normalization is not None

@@ -195,11 +195,15 @@ def quantization_aware_training(
         The manifest.
     """
     from byot_keras.compress import export, finetune, twin
+    from byot_keras.export.cascade import exit_sections as cascade_sections
 
     extra.require()  # before any work: a missing extra names its install command
     POSITIVE.check("learning_rate", learning_rate)
     export.check_output_folder(output_dir, model.num_exits, ["int8"], cascade,
                                allow_other_files)
+    # Where the cascade cuts the trunk: the model's recorded structure (the twin is the
+    # same network, so the same sections).
+    sections = cascade_sections(model) if cascade else None
     check = representative_data if representative_data is not None else images
     twin_result = twin.build_twin(model, model_name, check_images=np.asarray(check[:32]),
                                   **(builder_kwargs or {}))
@@ -213,6 +217,7 @@ def quantization_aware_training(
         eval_data=eval_data)
     return export.export_network(
         quantized, output_dir, model_name=model.name, costs=model.exit_costs(),
+        sections=sections,
         quantizations=["int8"], qat=True, representative_data=representative_data,
         eval_data=eval_data, labels=class_names,
         normalization=(normalization if normalization is not None

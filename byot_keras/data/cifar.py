@@ -37,8 +37,10 @@ def load_cifar(name: str = "cifar10", split: str = "train", data_dir: str | None
     """`(images, labels)` of a tfds CIFAR split (e.g. "test[:1000]"), normalised.
 
     Example:
-        >>> x, y = load_cifar("cifar10", "test[:8]", data_dir="../shared/data/tfds")
-        >>> x.shape, y.shape
+        >>> # needs CIFAR-10 prepared for tfds at data_dir (offline here):
+        >>> x, y = load_cifar("cifar10", "test[:8]",
+        ...                   data_dir="../shared/data/tfds")  # doctest: +SKIP
+        >>> x.shape, y.shape  # doctest: +SKIP
         ((8, 32, 32, 3), (8,))
     """
     import tensorflow_datasets as tfds

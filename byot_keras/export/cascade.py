@@ -56,14 +56,24 @@ def cascade_models(model, network: keras.Model | None = None) -> list[keras.Mode
     `network` as in `exit_models`.
     """
     network = model.network if network is None else network
-    sections = exit_sections(model)
+    return cut_segments(network, model.exit_names, exit_sections(model))
+
+
+def cut_segments(network, exit_names, sections, *, layer=None, model_class=None) -> list:
+    """The cascade's segments cut from `network` (see `cascade_models`): exit k's
+    classifier `exit_names[k - 1]` hangs off trunk layer `section_<sections[k - 1]>`.
+    `layer(network, name)` finds a layer (default `network.get_layer`) and `model_class`
+    makes the segments (default `keras.Model`), so that other Keras versions' networks
+    (the tf_keras twins of `byot_keras.compress`) are cut the same way."""
+    layer = layer or (lambda net, name: net.get_layer(name))
+    model_class = model_class or keras.Model
     segments = []
     previous = network.inputs[0]
-    for k, (name, section) in enumerate(zip(model.exit_names, sections), start=1):
-        outputs = {LOGITS: network.get_layer(name).output}
-        trunk = network.get_layer(f"section_{section}").output
+    for k, (name, section) in enumerate(zip(exit_names, sections), start=1):
+        outputs = {LOGITS: layer(network, name).output}
+        trunk = layer(network, f"section_{section}").output
         if k < len(sections):
             outputs[TRUNK_OUT] = trunk
-        segments.append(keras.Model(previous, outputs, name=f"segment_{k}"))
+        segments.append(model_class(previous, outputs, name=f"segment_{k}"))
         previous = trunk
     return segments

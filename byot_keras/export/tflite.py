@@ -13,8 +13,6 @@ files with no preprocessing or postprocessing code.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 
@@ -32,7 +30,25 @@ from byot_keras.export.cascade import (
     exit_models,
 )
 from byot_keras.export.equalize import equalize_for_quantization
-from byot_keras.export.layout import CASCADE, LABELS, ExportFolder
+from byot_keras.export.files import (  # noqa: F401 - names of byot_keras.export.tflite
+    EXIT_OUTPUTS,
+    MANIFEST_VERSION,
+    METADATA_AUTHOR,
+    MODEL_INFO_KEYS,
+    ExportFiles,
+    add_export_metadata,
+    cascade_entry,
+    check_eval_pair,
+    check_exit_outputs,
+    check_labels,
+    file_name,
+    manifest_header,
+    manifest_input,
+    metadata_defaults,
+    planned_files,
+    quantization_text,
+)
+from byot_keras.export.layout import ExportFolder
 from byot_keras.export.litert import SIGNATURE, LiteRTModel, operator_names, signature_outputs
 from byot_keras.normalization import check_normalization, pixel_affine, to_pixels
 
@@ -42,39 +58,7 @@ QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
 # for accelerators that support it, or where int8's accuracy is not enough.
 EXPERIMENTAL_QUANTIZATIONS = ("int16x8",)
 CALIBRATED = ("int8", "int16x8")
-EXIT_OUTPUTS = (PROBABILITIES, LOGITS)
 MULTI_SIGNATURE_STEM = "model"
-# 2: files take 0..255 pixels and normalise inside; exit files output probabilities.
-MANIFEST_VERSION = 2
-METADATA_AUTHOR = "byot-keras"
-
-
-def manifest_input(input_shape, quantizations: Sequence[str], int8_io: bool,
-                   normalization: dict | None) -> dict:
-    """The manifest's `input` entry: what an app feeds every file's `image` tensor."""
-    pixels = normalization is not None
-    return {
-        "name": IMAGE,
-        "shape": [None, *[int(d) for d in input_shape]],
-        "layout": "NHWC",
-        "color_space": "RGB",
-        "pixels": pixels,
-        "dtype": {q: "uint8" if (q == "int8" and int8_io) else "float32"
-                  for q in quantizations},
-        "normalization": normalization,
-        "description": (
-            "RGB pixel values 0..255 (uint8 where dtype says so: quantization scale 1, "
-            "zero point 0, so the bytes are the pixels); the files apply the model's "
-            "normalization inside, (pixel / 255 - mean) / std." if pixels else
-            "The model's input normalisation is unknown (the model does not record it "
-            "and none was given): the files pass the image tensor to the network "
-            "unchanged; feed what the model was trained on."),
-    }
-
-
-def file_name(stem: str, quantization: str) -> str:
-    """`exit_1.tflite` for float32, `exit_1_int8.tflite` etc. for the others."""
-    return f"{stem}.tflite" if quantization == "float32" else f"{stem}_{quantization}.tflite"
 
 
 def check_quantizations(quantizations: Sequence[str], flag: str = "quantizations"
@@ -91,18 +75,6 @@ def check_quantizations(quantizations: Sequence[str], flag: str = "quantizations
         )
     return list(dict.fromkeys(quantizations))
 
-
-def check_exit_outputs(exit_outputs: str, flag: str = "exit_outputs") -> str:
-    """`exit_outputs` if it is "probabilities" or "logits"; else a ValueError.
-
-    Example:
-        >>> check_exit_outputs("logits")
-        'logits'
-    """
-    if exit_outputs not in EXIT_OUTPUTS:
-        raise ValueError(f"{flag}: got {exit_outputs!r}; valid: {', '.join(EXIT_OUTPUTS)} "
-                         "(what the exit files and model.tflite return).")
-    return exit_outputs
 
 
 def convert(keras_model: keras.Model, input_name: str, quantization: str = "float32",
@@ -145,7 +117,7 @@ def convert(keras_model: keras.Model, input_name: str, quantization: str = "floa
                               normalization=normalization, probabilities=probabilities)
 
 
-def _serving_function(keras_model: keras.Model, normalization: dict | None,
+def serving_function(keras_model: keras.Model, normalization: dict | None,
                       probabilities: bool):
     import tensorflow as tf
 
@@ -212,7 +184,7 @@ def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
         for key, keras_model in models.items():
             archive.track(keras_model)
             spec = tf.TensorSpec(keras_model.inputs[0].shape, tf.float32, name=input_name)
-            archive.add_endpoint(key, _serving_function(
+            archive.add_endpoint(key, serving_function(
                 keras_model, normalization if input_name == IMAGE else None, probabilities),
                 input_signature=[spec])
         archive.write_out(saved_model, verbose=False)
@@ -395,13 +367,6 @@ def _remove_edge_conversion(subgraph, codes, wanted, index, name, is_input) -> i
     return int(ops[0].outputs[0] if is_input else ops[0].inputs[0])
 
 
-def _top1(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(scores, axis=-1) == labels))
-
-
-MODEL_INFO_KEYS = ("version", "author", "license")
-
-
 def export_tflite(
     model,
     output_dir: str,
@@ -490,12 +455,16 @@ def export_tflite(
         listed; a failed export leaves that earlier export untouched.
 
     Example:
+        >>> import tempfile
         >>> from byot_keras import zoo
         >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
         >>> model.input_normalization = {"scale": 1 / 255, "mean": 0.5, "std": 0.25}
-        >>> manifest = export_tflite(model, "/tmp/doc_export")
-        >>> [e["files"]["float32"]["file"] for e in manifest["exits"]][:2]
-        ['exit_1.tflite', 'exit_2.tflite']
+        >>> # exit 1's file and model.tflite only (without these options: every exit
+        >>> # and the cascade segments too)
+        >>> manifest = export_tflite(model, tempfile.mkdtemp() + "/export", exits=[1],
+        ...                          cascade=False)
+        >>> manifest["exits"][0]["files"]["float32"]["file"]
+        'exit_1.tflite'
         >>> manifest["exits"][0]["files"]["float32"]["outputs"]
         {'probabilities': [10]}
         >>> manifest["multi_signature"]["files"]["float32"]["file"]
@@ -545,78 +514,14 @@ def export_tflite(
         "labels": labels,
         "info": metadata_defaults(model.network.weights, model_info),
     }
-    planned = planned_files(model.num_exits, selected, quantizations, cascade,
-                            multi_signature)
+    planned = planned_files(model.num_exits, quantizations, exits=selected, cascade=cascade,
+                            multi_signature_stem=MULTI_SIGNATURE_STEM if multi_signature
+                            else None)
     with ExportFolder(output_dir, planned, allow_other_files=allow_other_files) as folder:
         manifest = _write_export(model, folder, options, representative_data,
                                  max_calibration_examples, eval_data, input_shape)
     return manifest
 
-
-def metadata_defaults(weights: Sequence, model_info: Mapping[str, str] | None = None
-                      ) -> dict:
-    """The metadata's version (default: "sha256:" and 12 hex digits of the weights'
-    hash), author (default "byot-keras") and license (default None), overridden by
-    `model_info`.
-
-    Example:
-        >>> import numpy as np
-        >>> metadata_defaults([np.zeros(3)], {"license": "MIT"})["version"]
-        'sha256:9d908ecfb6b2'
-    """
-    model_info = dict(model_info or {})
-    unknown = sorted(set(model_info) - set(MODEL_INFO_KEYS))
-    if unknown:
-        raise ValueError(f"model_info: unknown keys {unknown}; valid: "
-                         f"{', '.join(MODEL_INFO_KEYS)}.")
-    digest = hashlib.sha256()
-    for weight in weights:
-        digest.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
-    info = {"version": f"sha256:{digest.hexdigest()[:12]}", "author": METADATA_AUTHOR,
-            "license": None}
-    for key, value in model_info.items():
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"model_info['{key}'] must be a non-empty string, got "
-                             f"{value!r}.")
-        info[key] = value
-    return info
-
-
-def check_labels(labels, num_classes: int) -> list[str]:
-    """The class names for labels.txt: one non-empty single-line string per class ("0",
-    "1", ... for None); else a ValueError naming the bad entry.
-
-    Example:
-        >>> check_labels(None, 3)
-        ['0', '1', '2']
-    """
-    if labels is None:
-        return [str(i) for i in range(num_classes)]
-    if isinstance(labels, str) or not hasattr(labels, "__len__"):
-        raise ValueError(f"labels must be a list of {num_classes} class names (strings); got "
-                         f"{labels!r}.")
-    labels = list(labels)
-    if len(labels) != num_classes:
-        raise ValueError(f"{len(labels)} labels for a {num_classes}-class model: give one "
-                         "class name per class.")
-    for index, label in enumerate(labels):
-        if not isinstance(label, str):  # numbers here are most likely class ids, not names
-            raise ValueError(f"labels must be class names (strings); got {label!r} "
-                             f"({type(label).__name__}) at index {index}.")
-        if not label.strip() or "\n" in label or "\r" in label:
-            raise ValueError(f"labels[{index}] is {label!r}: labels.txt holds one non-empty "
-                             "label per line, so a label cannot be empty or contain a line "
-                             "break.")
-    return labels
-
-
-def check_eval_pair(eval_data) -> None:
-    """Raises a ValueError unless `eval_data` is None or an (images, labels) pair."""
-    if eval_data is None or (isinstance(eval_data, tuple | list) and len(eval_data) == 2):
-        return
-    what = (f"one array of shape {np.shape(eval_data)}" if hasattr(eval_data, "shape")
-            else repr(eval_data)[:80])
-    raise ValueError(f"eval_data must be an (images, labels) pair; got {what}.")
 
 
 def check_export_data(representative_data, eval_data, num_classes: int,
@@ -658,34 +563,6 @@ def _require_finite(images: np.ndarray, label: str) -> None:
                          "give real, normalised images.")
 
 
-def planned_files(num_exits: int, selected: Sequence[int], quantizations: Sequence[str],
-                  cascade: bool, multi_signature: bool) -> list[str]:
-    """The relative paths an export with these options writes (besides the manifest)."""
-    files = [LABELS]
-    for quantization in quantizations:
-        files += [file_name(f"exit_{k}", quantization) for k in selected]
-        if cascade:
-            files += [f"{CASCADE}/{file_name(f'segment_{k}', quantization)}"
-                      for k in range(1, num_exits + 1)]
-        if multi_signature:
-            files.append(file_name(MULTI_SIGNATURE_STEM, quantization))
-    return files
-
-
-class _Writer:
-    """Writes converted files into the staging folder and describes them."""
-
-    def __init__(self, folder: str):
-        self.folder = folder
-
-    def write(self, relative: str, flatbuffer: bytes) -> dict:
-        path = os.path.join(self.folder, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(flatbuffer)
-        return {"file": relative, "bytes": len(flatbuffer)}
-
-
 def _deployed_networks(model, options: dict, calibration) -> tuple[dict, int | None]:
     """The network each quantization is cut from: the model's own, or for "int8" (with
     `int8_equalize`) a copy rescaled for quantization. Also the number of rescaled
@@ -697,103 +574,20 @@ def _deployed_networks(model, options: dict, calibration) -> tuple[dict, int | N
     return networks, pairs
 
 
-_QUANTIZATION_TEXT = {
-    "float32": "float32",
-    "float16": "float16 weights, float32 compute",
-    "dynamic_int8": "int8 weights, float32 activations",
-    "int8": "full-integer int8",
-    "int16x8": "int16 activations, int8 weights",
-}
 
-
-def quantization_text(quantization: str, int8_io: bool) -> str:
-    """How a file of this quantization computes, for its metadata description.
-
-    Example:
-        >>> quantization_text("int8", int8_io=True)
-        'full-integer int8 with uint8 image and probabilities (int8 logits and trunk tensors)'
-    """
-    text = _QUANTIZATION_TEXT[quantization]
-    if quantization == "int8":
-        text += (" with uint8 image and probabilities (int8 logits and trunk tensors)"
-                 if int8_io else " with float32 inputs and outputs")
-    return text
-
-
-def _tensor_info(name: str, dtype: str, options: dict, exit_label: str,
-                 segment: int | None = None) -> metadata_lib.TensorInfo:
-    """What the metadata says about one of an export's tensors."""
-    normalization = options["normalization"]
-    num_classes = len(options["labels"])
-    if name == IMAGE:
-        if normalization is None:
-            text = ("The network's input, passed on unchanged: the model's input "
-                    "normalisation is unknown. NormalizationOptions mean 0, std 1: tools "
-                    "feed 0..255 pixel values, right only for a model trained on them.")
-        else:
-            stored = ("uint8 (quantization scale 1, zero point 0: the bytes are the "
-                      "pixels)" if dtype == "uint8" else dtype)
-            text = (f"RGB image, pixel values 0..255 as {stored}, NHWC. The file computes "
-                    f"the model's input normalisation itself: (pixel / 255 - mean) / std, "
-                    f"mean {normalization['mean']}, std {normalization['std']}.")
-        # Pixel units, as tools apply it: (pixel - 0) / 1, i.e. the pixels unchanged.
-        return metadata_lib.TensorInfo(
-            name, text, image=True, normalization=([0.0], [1.0]),
-            value_range=(0.0, 255.0) if normalization is not None else None)
-    if name == PROBABILITIES:
-        text = (f"Probabilities of the {num_classes} classes (softmax of {exit_label}'s "
-                "logits), in the order of labels.txt.")
-        value_range = {"float32": (0.0, 1.0), "uint8": (0.0, 255.0)}.get(dtype)
-        if dtype == "uint8":
-            text += " uint8: probability = value / 256."
-        return metadata_lib.TensorInfo(name, text, value_range=value_range,
-                                       labels_file=LABELS)
-    if name == LOGITS:
-        text = (f"Class scores (logits) of {exit_label}, in the order of labels.txt; "
-                "their softmax gives the probabilities.")
-        if dtype != "float32":
-            text += f" {dtype}: dequantize with the tensor's scale and zero point."
-        return metadata_lib.TensorInfo(name, text, labels_file=LABELS)
-    if name == TRUNK_OUT:
-        return metadata_lib.TensorInfo(name, f"Feature map for cascade segment "
-                                             f"{segment + 1}: pass it on unchanged as its "
-                                             f"'{TRUNK_IN}'.")
-    if name == TRUNK_IN:
-        return metadata_lib.TensorInfo(name, f"Feature map: cascade segment {segment - 1}'s "
-                                             f"'{TRUNK_OUT}', unchanged.")
-    return metadata_lib.TensorInfo(name, name)
-
-
-def add_export_metadata(flatbuffer: bytes, options: dict, title: str, description: str,
-                        exit_label: str, segment: int | None = None) -> bytes:
-    """`flatbuffer` with TFLite Model Metadata describing subgraph 0 (name `title`,
-    `description`, each tensor by its name) and `labels.txt` packed in. `options`: the
-    export's "normalization", "labels" and "info" (`metadata_defaults`).
-
-    Example:
-        >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
-        >>> options = {"normalization": None, "labels": ["cat", "dog"],
-        ...            "info": metadata_defaults(model.network.weights)}
-        >>> packed = add_export_metadata(convert(model.exit_model(1), "image"), options,
-        ...                              "demo", "exit 1 as a file", "exit_1")
-        >>> metadata_lib.read_metadata(packed)["associated_files"]
-        {'labels.txt': b'cat\\ndog\\n'}
-    """
-    inputs, outputs = metadata_lib.subgraph_tensors(flatbuffer)
-    info = options["info"]
-    model_info = metadata_lib.ModelInfo(
-        name=title, description=description, version=info["version"],
-        author=info["author"], license=info["license"],
-        inputs=[_tensor_info(n, d, options, exit_label, segment) for n, d in inputs],
-        outputs=[_tensor_info(n, d, options, exit_label, segment) for n, d in outputs])
-    labels = ("\n".join(options["labels"]) + "\n").encode()
-    return metadata_lib.add_metadata(flatbuffer, model_info, {LABELS: labels})
+def _keras_converter(options: dict):
+    """`convert` with the export's int8 options: the converter the shared layout calls
+    (looked up at call time, so that a test may replace `convert`)."""
+    def keras_convert(model, input_name, quantization, representative, *, normalization,
+                      probabilities):
+        return convert(model, input_name, quantization, representative, options["int8_io"],
+                       float_classifier=options["int8_float_classifier"],
+                       normalization=normalization, probabilities=probabilities)
+    return keras_convert
 
 
 def _write_export(model, export: ExportFolder, options, representative_data,
                   max_calibration_examples, eval_data, input_shape):
-    folder = export.staging
     quantizations, int8_io = options["quantizations"], options["int8_io"]
     float_classifier = options["int8_float_classifier"]
     normalization, output = options["normalization"], options["exit_outputs"]
@@ -805,10 +599,9 @@ def _write_export(model, export: ExportFolder, options, representative_data,
     # The files that take the image take 0..255 pixels: the same images, un-normalised.
     pixel_calibration = None if calibration is None else to_pixels(calibration, normalization)
     pixel_checks = to_pixels(check_images, normalization)
-    pixel_eval = None if eval_data is None else to_pixels(eval_data[0], normalization)
-    costs = model.exit_costs()
-    exits = [{**cost, "files": {}, "segment": {}} for cost in costs]
-    writer = _Writer(folder)
+    exits = [{**cost, "files": {}, "segment": {}} for cost in model.exit_costs()]
+    files = ExportFiles(export.staging, _keras_converter(options), options,
+                        model_name=model.name, num_exits=model.num_exits, eval_data=eval_data)
     networks, equalized_pairs = _deployed_networks(model, options, calibration)
     subs = {q: exit_models(model, networks[q]) for q in quantizations}
 
@@ -817,70 +610,39 @@ def _write_export(model, export: ExportFolder, options, representative_data,
     for k, entry in enumerate(exits, start=1):
         if k not in options["selected"]:
             continue
+        name = f"exit_{k}"
         for quantization in quantizations:
-            flatbuffer = convert(subs[quantization][k - 1], IMAGE, quantization,
-                                 pixel_calibration, int8_io, float_classifier=float_classifier,
-                                 normalization=normalization,
-                                 probabilities=output == PROBABILITIES)
-            flatbuffer = add_export_metadata(
-                flatbuffer, options, f"{model.name} exit_{k}",
-                f"Exit {k} of {model.num_exits} of {model.name}, a multi-exit network "
-                f"(byot-keras), as an image classifier: only the layers exit {k} needs. "
-                f"{quantization_text(quantization, int8_io)}. Input: an RGB image; output: "
-                f"{output} of the {model.num_classes} classes.", f"exit_{k}")
-            info = writer.write(file_name(f"exit_{k}", quantization), flatbuffer)
-            runner = LiteRTModel(flatbuffer)
-            info.update(runner.tensor_facts())
+            info, runner = files.exit_file(k, subs[quantization][k - 1], quantization,
+                                           pixel_calibration,
+                                           None if keras_eval is None else keras_eval[name])
             if quantization == "float32":
-                info.update(_float_check(runner, pixel_checks, keras_check[f"exit_{k}"],
-                                         output))
-            if eval_data is not None:
-                got = runner.predict(image=pixel_eval)[output]
-                info["accuracy"] = _top1(got, eval_data[1])
-                info["agreement_with_keras"] = float(np.mean(
-                    got.argmax(-1) == keras_eval[f"exit_{k}"].argmax(-1)))
+                info.update(_float_check(runner, pixel_checks, keras_check[name], output))
             entry["files"][quantization] = info
         if eval_data is not None:
-            entry["keras_accuracy"] = _top1(keras_eval[f"exit_{k}"], eval_data[1])
+            entry["keras_accuracy"] = files.keras_accuracy(keras_eval[name])
 
     if options["cascade"]:
-        _write_cascade(model, writer, exits, networks, calibration, options)
+        files.cascade_files(exits, {q: cascade_models(model, networks[q])
+                                    for q in quantizations}, calibration,
+                            int8_trunk=options["int8_trunk"],
+                            trunk_interface=int8_trunk_interface)
     multi = None
     if options["multi_signature"]:
-        multi = _write_multi_signature(model, writer, subs, pixel_calibration, options,
+        multi = _write_multi_signature(model, files, subs, pixel_calibration, options,
                                        pixel_checks, keras_check)
-
-    with open(os.path.join(folder, LABELS), "w") as f:
-        f.write("\n".join(options["labels"]) + "\n")
-    info = options["info"]
+    files.write_labels()
     manifest = {
-        "format_version": MANIFEST_VERSION,
-        "model": model.name,
-        "num_classes": model.num_classes,
-        "num_exits": model.num_exits,
-        "signature": SIGNATURE,
-        "input": manifest_input(input_shape, quantizations, int8_io, normalization),
-        "exit_outputs": output,
-        "labels_file": LABELS,
-        "metadata": {
-            "description": "Every .tflite file carries TFLite Model Metadata (read by "
-                           "MediaPipe Tasks and Android Studio): name, description, "
-                           "version, author, the image input's colour space and "
-                           "normalisation, each output's meaning, labels.txt packed in.",
-            "version": info["version"],
-            "author": info["author"],
-            "license": info["license"],
-            "min_parser_version": metadata_lib.MIN_PARSER_VERSION,
-        },
-        "quantizations": quantizations,
-        "int8_io": bool(int8_io),
+        **manifest_header(
+            model_name=model.name, num_classes=model.num_classes,
+            num_exits=model.num_exits, input_shape=input_shape, options=options,
+            metadata_description=(
+                "Every .tflite file carries TFLite Model Metadata (read by MediaPipe Tasks "
+                "and Android Studio): name, description, version, author, the image "
+                "input's colour space and normalisation, each output's meaning, "
+                "labels.txt packed in.")),
         "int8_trunk": bool(options["cascade"] and "int8" in quantizations
                            and options["int8_trunk"]),
-        "cascade": {
-            "description": "Run segment_1 on the image (as the exit files take it), then "
-                           "segment_k on segment_(k-1)'s 'trunk_out'; each segment's "
-                           "'logits' is exit k's answer.",
-        } if options["cascade"] else None,
+        "cascade": cascade_entry(options["cascade"]),
         "multi_signature": multi,
         "exits": exits,
     }
@@ -908,44 +670,6 @@ def _float_check(runner: LiteRTModel, images: np.ndarray, keras_logits: np.ndarr
     got = runner.predict(image=images)[output]
     return {"max_abs_diff": float(np.abs(got - reference).max()),
             "output_scale": float(np.abs(reference).max())}
-
-
-def _write_cascade(model, writer, exits, networks, calibration, options):
-    segments = {q: cascade_models(model, networks[q]) for q in options["quantizations"]}
-    normalization = options["normalization"]
-    keras_inputs = calibration  # what the Keras segment takes
-    trunk_quantization = None  # int8 "trunk_out" (scale, zero point) of the last segment
-    for k, entry in enumerate(exits):
-        input_name = IMAGE if k == 0 else TRUNK_IN
-        file_inputs = (to_pixels(keras_inputs, normalization)
-                       if k == 0 and keras_inputs is not None else keras_inputs)
-        for quantization in options["quantizations"]:
-            flatbuffer = convert(segments[quantization][k], input_name, quantization,
-                                 file_inputs, options["int8_io"],
-                                 float_classifier=options["int8_float_classifier"],
-                                 normalization=normalization)
-            if quantization == "int8" and options["int8_trunk"]:
-                flatbuffer = int8_trunk_interface(flatbuffer, trunk_quantization)
-                if k + 1 < len(exits):
-                    trunk_quantization = LiteRTModel(flatbuffer).output_details[TRUNK_OUT][
-                        "quantization"]
-            flatbuffer = add_export_metadata(
-                flatbuffer, options, f"{model.name} cascade segment_{k + 1}",
-                f"Segment {k + 1} of {len(exits)} of the early-exit cascade of "
-                f"{model.name} (byot-keras): run segment_1 on the image, then segment_k on "
-                "segment_(k-1)'s trunk_out; stop at the first exit whose largest softmax "
-                "probability reaches your threshold. "
-                f"{quantization_text(quantization, options['int8_io'])}.",
-                f"exit_{k + 1}", segment=k + 1)
-            info = writer.write(f"{CASCADE}/{file_name(f'segment_{k + 1}', quantization)}",
-                                flatbuffer)
-            info.update(LiteRTModel(flatbuffer).tensor_facts())
-            entry["segment"][quantization] = info
-        segment = segments[options["quantizations"][0]][k]
-        if keras_inputs is not None and TRUNK_OUT in segment.output:
-            # The trunk is the same function in every network copy (rescaling only
-            # touches depthwise -> 1x1 pairs and preserves outputs).
-            keras_inputs = segment.predict(keras_inputs, verbose=0)[TRUNK_OUT]
 
 
 def _write_multi_signature(model, writer, subs, calibration, options, check_images,

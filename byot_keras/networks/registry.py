@@ -104,7 +104,8 @@ def register_plain_variant(multi_exit) -> NetworkBuilder:
     doc = (f"Builds the plain single-exit network of `{multi_exit.name}` (one output, "
            f"`exit_1`; the baseline).\n\n    Takes the keywords of `{multi_exit.name}` "
            f"except `exits`.\n\n    Example:\n        >>> from byot_keras import zoo\n"
-           f"        >>> zoo.create_model('{name}', num_classes=10).exit_names\n"
+           f"        >>> zoo.create_model('{name}', num_classes=10, width_multiplier=0.25)"
+           ".exit_names\n"
            f"        ['exit_1']\n")
     return register_single_exit_variant(name, multi_exit.build, doc, *multi_exit.fixed_args)
 

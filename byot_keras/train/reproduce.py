@@ -60,8 +60,9 @@ def reproduce(networks=("resnet18",), data_dir: str | None = None,
             `epochs`, `strategy`).
 
     Example:
-        >>> comparison = reproduce(smoke=True, output_dir="/tmp/doc_reproduce")
-        >>> [row["method"] for row in comparison["rows"]]
+        >>> import tempfile  # smoke runs train two small networks: ~1 minute
+        >>> comparison = reproduce(smoke=True, output_dir=tempfile.mkdtemp())  # doctest: +SKIP
+        >>> [row["method"] for row in comparison["rows"]]  # doctest: +SKIP
         ['ce', 'byot']
     """
     from byot_keras.train import make_config, train

@@ -156,9 +156,10 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
     the loss becomes non-finite.
 
     Example:
+        >>> import tempfile
         >>> from byot_keras.train import make_config
         >>> config = make_config("digits_quick", epochs=1, width_multiplier=0.125,
-        ...                      output_dir="/tmp/doc_train", overwrite=True, verbose="0")
+        ...                      output_dir=tempfile.mkdtemp() + "/run", verbose="0")
         >>> report = train(config)
         >>> sorted(report["accuracy"])
         ['ensemble', 'exit_1', 'exit_2', 'exit_3', 'exit_4']

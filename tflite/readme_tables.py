@@ -1,6 +1,7 @@
 """The deployment kit README's tables, generated from a real export so they cannot drift
 from what `export_tflite` writes (`tflite/make_readme_tables.py` calls this; the tests
-read the README back and check it against freshly exported files)."""
+read the README back and check it against freshly exported files). Repository tooling:
+not part of the installed package."""
 
 from __future__ import annotations
 
