@@ -43,6 +43,10 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "tflite": TFLITE,
         "compress": COMPRESS,
+        # Training on the JAX backend (KERAS_BACKEND=jax); TensorFlow stays installed: the
+        # tf.data pipeline feeds JAX, and export runs on TensorFlow. CI installs it in its
+        # own virtual environment (.ci/run), for tests/test_jax_backend.py.
+        "jax": ["jax[cpu]>=0.4.30"],
         # The suite covers every extra, two test processes at a time.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5", *TFLITE, *COMPRESS],
     },

@@ -82,6 +82,16 @@ def main(argv, flag_values=FLAGS):
         return
     from byot_keras.train.trainer import TrainingDiverged, train
 
+    if flag_values.backend:
+        from byot_keras.backend.process import rerun_on_backend
+
+        try:
+            # Run as the command: start again on that backend with the same arguments.
+            argv = sys.argv if flag_values is FLAGS else None
+            rerun_on_backend(flag_values.backend, "byot_keras.train.cli", argv)
+        except ValueError as error:
+            print(f"byot-train: error: {error}", file=sys.stderr)
+            sys.exit(1)
     try:
         config = config_from_flags(flag_values)
         report = train(config)
@@ -96,6 +106,7 @@ def define_flags(flag_values=FLAGS):
     """Defines byot-train's flags on `flag_values`. Called when the command runs, not at
     import: absl flags are global, and two commands imported into one process (e.g. by
     tests) would clash; tests pass their own `absl.flags.FlagValues()`."""
+    from byot_keras.backend.process import BACKENDS
     from byot_keras.data.pipeline import AUGMENTATIONS, DATASETS
     from byot_keras.train.config import LR_SCHEDULES, PRECISIONS, STRATEGIES, TrainConfig
     from byot_keras.train.presets import list_presets
@@ -148,9 +159,14 @@ def define_flags(flag_values=FLAGS):
     define.DEFINE_enum("precision", d.precision, list(PRECISIONS), "Compute precision: "
                       "mixed_float16 on GPUs, mixed_bfloat16 on TPUs and bfloat16 CPUs "
                       "(variables and the loss stay float32).")
-    define.DEFINE_enum("strategy", d.strategy, list(STRATEGIES), "tf.distribute strategy "
-                      "(multiworker reads TF_CONFIG).")
-    define.DEFINE_list("devices", d.devices, "Devices for --strategy mirrored (default all GPUs).")
+    define.DEFINE_enum("strategy", d.strategy, list(STRATEGIES), "tf.distribute strategy on "
+                      "TensorFlow (multiworker reads TF_CONFIG), or data_parallel on JAX "
+                      "(keras.distribution.DataParallel).")
+    define.DEFINE_enum("backend", None, list(BACKENDS), "Keras backend to train on (default: "
+                      "KERAS_BACKEND, else Keras' configured one). The tf.data pipeline feeds "
+                      "either; the saved model.keras loads and exports on TensorFlow.")
+    define.DEFINE_list("devices", d.devices, "Devices for --strategy mirrored (default all GPUs) "
+                      "or data_parallel (e.g. cpu:0,cpu:1; default all).")
     define.DEFINE_string("tpu", d.tpu, "TPU name or address for --strategy tpu.")
     define.DEFINE_string("output_dir", d.output_dir, "Run folder: checkpoints, logs, report.")
     define.DEFINE_bool("overwrite", d.overwrite, "Use an --output_dir that holds a different "

@@ -13,7 +13,9 @@ import json
 
 from byot_keras.data.pipeline import DATASETS, check_augmentations
 
-STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+# "data_parallel": keras.distribution.DataParallel on the JAX backend; the others are
+# tf.distribute strategies (TensorFlow backend).
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu", "data_parallel")
 LR_SCHEDULES = ("step", "cosine", "constant")
 # Keras dtype policies: "mixed_float16" for GPUs, "mixed_bfloat16" for TPUs and CPUs with
 # bfloat16 units. Variables and the loss stay float32 (byot_keras.training).
@@ -100,8 +102,9 @@ class TrainConfig:
         if self.image_size is not None and self.dataset not in ("image_folder", "imagenet2012"):
             raise ValueError(f"--image_size applies to image_folder and imagenet2012 only; "
                              f"{self.dataset} images have a fixed size.")
-        if self.devices and self.strategy != "mirrored":
-            raise ValueError("--devices applies to --strategy mirrored only.")
+        if self.devices and self.strategy not in ("mirrored", "data_parallel"):
+            raise ValueError("--devices applies to --strategy mirrored and data_parallel "
+                             "only.")
         self.milestone_epochs()
         return self
 

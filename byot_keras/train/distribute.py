@@ -15,9 +15,15 @@ def select_strategy(name: str, devices=(), tpu: str | None = None):
 
     "mirrored": all local GPUs (or `devices`, e.g. ["/cpu:0", "/cpu:1"]);
     "multiworker": `MultiWorkerMirroredStrategy`, the cluster from `TF_CONFIG`;
-    "tpu": `TPUStrategy` on the TPU named `tpu` (default: the local/Cloud TPU VM).
+    "tpu": `TPUStrategy` on the TPU named `tpu` (default: the local/Cloud TPU VM);
+    "data_parallel": `keras.distribution.DataParallel` over `devices` (default all), on
+    the JAX backend (byot_keras.backend.distribution).
     Create it before any other TensorFlow work (collective ops are configured at start-up).
     """
+    if name == "data_parallel":  # JAX: keras.distribution, not tf.distribute
+        from byot_keras.backend.distribution import DataParallelRun
+
+        return DataParallelRun(devices)
     import tensorflow as tf
 
     if name == "default":
@@ -36,7 +42,8 @@ def select_strategy(name: str, devices=(), tpu: str | None = None):
             raise ValueError(f"--strategy tpu: no TPU could be reached (tpu={tpu!r}): "
                              f"{error}") from error
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"Unknown strategy '{name}'. Valid: default, mirrored, multiworker, tpu.")
+    raise ValueError(f"Unknown strategy '{name}'. Valid: default, mirrored, multiworker, tpu, "
+                     "data_parallel.")
 
 
 def _check_tf_config() -> dict:

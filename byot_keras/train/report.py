@@ -22,7 +22,12 @@ def library_versions() -> dict:
 
     versions = {"python": sys.version.split()[0], "platform": platform.platform(),
                 "byot_keras": byot_keras.__version__, "tensorflow": tf.__version__,
-                "keras": keras.__version__, "numpy": numpy.__version__}
+                "keras": keras.__version__, "keras_backend": keras.backend.backend(),
+                "numpy": numpy.__version__}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        versions["jax"] = jax.__version__
     try:
         import tensorflow_datasets as tfds
 

@@ -166,8 +166,24 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
     """
     config.validate()
     check_names(config, registry=model_fn is None)
+    if strategy is None and config.strategy not in ("default", "data_parallel") and (
+            keras.backend.backend() != "tensorflow"):
+        raise ValueError(
+            f"--strategy {config.strategy} is a tf.distribute strategy, for the TensorFlow "
+            f"backend only; Keras runs on {keras.backend.backend()} here. On JAX use "
+            "--strategy data_parallel (keras.distribution.DataParallel).")
     if strategy is None:  # first: collective ops must be configured before other TF work
         strategy = select_strategy(config.strategy, config.devices, config.tpu)
+    # keras.distribution must be current for the whole run (building and fit); a
+    # tf.distribute strategy only needs its scope while the model is built.
+    from byot_keras.backend.distribution import DataParallelRun
+
+    whole_run = isinstance(strategy, DataParallelRun)
+    with strategy.scope() if whole_run else contextlib.nullcontext():
+        return _train(config, strategy, callbacks, model_fn)
+
+
+def _train(config: TrainConfig, strategy, callbacks, model_fn) -> dict:
     replicas = int(strategy.num_replicas_in_sync)
     check_global_batch(config.batch_size, replicas)
     is_chief, worker = worker_role(strategy)

@@ -13,7 +13,9 @@ graph (or, for float labels, a silent truncation).
 - tf.data datasets are checked by their `element_spec` (shapes, dtypes, an empty
   cardinality); the label values of each batch are checked inside the step function by
   :func:`assert_label_values` (a few reductions, run under tf.function and
-  tf.distribute; XLA compiles the assertions away).
+  tf.distribute; XLA compiles the assertions away). On other backends (JAX) the
+  dataset's element_spec is checked the same way, but not the label values of each
+  batch: a compiled JAX step cannot raise on a value.
 
 All problems raise ValueError; the in-graph checks fail as tf.errors.InvalidArgumentError
 with the same wording, which `fit` / `evaluate` / `predict` re-raise as a ValueError
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 from collections.abc import Mapping
 
 import keras
@@ -47,7 +50,9 @@ def _tensorflow():
 
 
 def _is_dataset(data) -> bool:
-    tf = _tensorflow()
+    """Whether `data` is a tf.data.Dataset, on any backend (tf.data feeds JAX too).
+    TensorFlow is only looked up, not imported: whoever made a dataset imported it."""
+    tf = sys.modules.get("tensorflow")
     return tf is not None and isinstance(data, tf.data.Dataset)
 
 

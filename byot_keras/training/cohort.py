@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
+from byot_keras.backend.compile_settings import portable_compile_config
 from byot_keras.training.checks import assert_label_values, pin_image_shape
 from byot_keras.training.schedule import ScheduledModel, cross_replica_sum, per_replica_share
 
@@ -125,7 +126,8 @@ class CohortModel(ScheduledModel):
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
+        # jit_compile goes back to this backend's default (byot_keras.backend).
+        self.compile(**portable_compile_config(keras.saving.deserialize_keras_object(config)))
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
