@@ -189,6 +189,8 @@ def train_digits(out: Path) -> dict:
                "--width_multiplier", "0.125", "--method_options", "head=bottleneck,exits=[2]",
                "--batch_size", "32", "--train_examples", "64", "--test_examples", "32",
                "--augment", "flip", "--verbose", "0", "--epochs", "2",
+               # The recipes' coupled weight decay (regularizer losses under jax.jit).
+               "--weight_decay", "5e-4",
                "--strategy", "data_parallel", "--output_dir", str(run_dir)]
     done = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND="tensorflow"),
                           capture_output=True, text=True, timeout=600)

@@ -262,7 +262,10 @@ class SelfDistillationModel(ScheduledModel):
             tracker.update_state(terms[term])
         total = terms["loss"]
         if self.losses:
-            total = total + ops.sum(self.losses)
+            # Added one by one: ops.sum of a list converts it through NumPy on JAX, which
+            # fails on traced values (the weight-decay regularizers').
+            for extra in self.losses:
+                total = total + ops.cast(extra, total.dtype)
         return per_replica_share(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
