@@ -1,6 +1,6 @@
-"""Root pytest configuration: `python -m pytest -q` also runs the docstring examples of
-the package (`--doctest-modules` over byot_keras, pyproject.toml). Modules whose examples
-need an optional extra that is not installed are left out of that collection."""
+"""Root pytest configuration for the docstring examples (`python -m pytest -q
+--doctest-modules byot_keras`; not yet in the default run, see pyproject.toml): modules
+whose examples need an optional extra that is not installed are left out."""
 
 import importlib.util
 import os
