@@ -177,7 +177,8 @@ def train_digits(out: Path) -> dict:
     settings = dict(model="resnet18_byot", width_multiplier=0.125,
                     method_options={"head": "bottleneck", "exits": [2]}, batch_size=32,
                     train_examples=64, test_examples=32, augment=["flip"], verbose="0",
-                    epochs=2, strategy="data_parallel", output_dir=str(run_dir))
+                    epochs=2, strategy="data_parallel", output_dir=str(run_dir),
+                    weight_decay=5e-4)  # the recipes' coupled decay: regularizers under jit
     try:
         train(make_config("digits_quick", **settings), callbacks=[_StopAfterFirstEpoch()])
         raise RuntimeError("the first run was not interrupted")
@@ -189,7 +190,6 @@ def train_digits(out: Path) -> dict:
                "--width_multiplier", "0.125", "--method_options", "head=bottleneck,exits=[2]",
                "--batch_size", "32", "--train_examples", "64", "--test_examples", "32",
                "--augment", "flip", "--verbose", "0", "--epochs", "2",
-               # The recipes' coupled weight decay (regularizer losses under jax.jit).
                "--weight_decay", "5e-4",
                "--strategy", "data_parallel", "--output_dir", str(run_dir)]
     done = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND="tensorflow"),
