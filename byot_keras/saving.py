@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -141,3 +143,84 @@ def write_json_atomically(data, path: str) -> str:
     """
     return replace_atomically(path, lambda temporary: Path(temporary).write_text(
         json.dumps(data, indent=2)), suffix=".json")
+
+
+# Keras files a layer's weights in a .weights.h5 file under its class name, numbered in
+# layer order ("batch_normalization_3"), not under the layer's own name. The zoo's batch
+# norms became `FusedBatchNormalization` on 2026-12-07 (same weights), which moved every
+# batch norm of files written before to another group name.
+_BATCH_NORM_GROUP = re.compile(r"^(fused_)?batch_normalization(_\d+)?$")
+_BATCH_NORM_CLASSES = {"BatchNormalization": "batch_normalization",
+                       "FusedBatchNormalization": "fused_batch_normalization"}
+
+
+def load_weights(model: keras.Model, filepath: str | os.PathLike, **kwargs) -> None:
+    """`model.load_weights(filepath)` that also reads a `.weights.h5` file whose batch
+    norms were saved as the other class (`BatchNormalization` before the zoo switched to
+    `FusedBatchNormalization`, or the other way round). The training models'
+    `load_weights` is this function, so `model.load_weights` reads such files too.
+
+    Example:
+        >>> from byot_keras import zoo
+        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model.save_weights("doc_model.weights.h5")
+        >>> load_weights(model, "doc_model.weights.h5")
+    """
+    path = str(filepath)
+    renamed = _with_batch_norms_renamed(model, path) if path.endswith(".h5") else None
+    try:
+        keras.Model.load_weights(model, renamed or path, **kwargs)
+    finally:
+        if renamed:
+            os.remove(renamed)
+
+
+class ReadsOlderWeightFiles:
+    """Mixin for the training models: `load_weights` is :func:`load_weights`."""
+
+    def load_weights(self, filepath, **kwargs):
+        load_weights(self, filepath, **kwargs)
+
+
+def _nested_layers(layer):
+    for sublayer in getattr(layer, "layers", ()):
+        yield sublayer
+        yield from _nested_layers(sublayer)
+
+
+def _with_batch_norms_renamed(model: keras.Model, path: str) -> str | None:
+    """A temporary copy of `path` with every batch-norm group renamed to the class the
+    model uses, when all of the model's batch norms are of one class and all of the
+    file's of the other; else None (nothing to rename, or no rule that is safe)."""
+    import h5py
+
+    classes = {type(layer).__name__ for layer in _nested_layers(model)
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    if len(classes) != 1 or not classes <= set(_BATCH_NORM_CLASSES):
+        return None
+    wanted = _BATCH_NORM_CLASSES[classes.pop()]
+    groups = []
+    try:
+        with h5py.File(path, "r") as file:
+            file.visititems(lambda name, item: groups.append(name)
+                            if isinstance(item, h5py.Group)
+                            and _BATCH_NORM_GROUP.match(name.rsplit("/", 1)[-1]) else None)
+    except OSError:
+        return None  # not an HDF5 file: Keras' own loading reports it
+    prefixes = {_BATCH_NORM_GROUP.match(g.rsplit("/", 1)[-1]).group(1) or "" for g in groups}
+    saved = {prefix + "batch_normalization" for prefix in prefixes}
+    if len(saved) != 1 or saved == {wanted}:
+        return None
+    handle, copy = tempfile.mkstemp(prefix="byot-weights-", suffix=".weights.h5")
+    os.close(handle)
+    try:
+        shutil.copyfile(path, copy)
+        with h5py.File(copy, "r+") as file:
+            for name in sorted(groups, key=lambda g: g.count("/"), reverse=True):
+                parent, _, leaf = name.rpartition("/")
+                number = _BATCH_NORM_GROUP.match(leaf).group(2) or ""
+                file[parent or "/"].move(leaf, wanted + number)
+    except BaseException:
+        os.remove(copy)
+        raise
+    return copy

@@ -7,6 +7,7 @@ import inspect
 
 import keras
 
+from byot_keras.saving import ReadsOlderWeightFiles
 from byot_keras.training.checks import CheckedInputs
 
 
@@ -54,9 +55,11 @@ class EpochClock(keras.callbacks.Callback):
         self._target.schedule_epoch.assign(float(epoch))
 
 
-class ScheduledModel(CheckedInputs, keras.Model):
+class ScheduledModel(CheckedInputs, ReadsOlderWeightFiles, keras.Model):
     """A keras.Model whose loss may depend on the epoch, and whose fit / evaluate /
-    predict check their data first (:class:`byot_keras.training.checks.CheckedInputs`).
+    predict check their data first (:class:`byot_keras.training.checks.CheckedInputs`)
+    and whose `load_weights` also reads files of older versions
+    (:func:`byot_keras.saving.load_weights`).
 
     `track_schedule(objective)` (in `__init__`) adds two saved, non-trainable variables,
     `schedule_epoch` and `schedule_total_epochs`, when the objective has a schedule;

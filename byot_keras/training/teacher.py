@@ -9,6 +9,7 @@ from keras import ops
 
 from byot_keras import losses as losses_lib
 from byot_keras.losses.core import FRACTION, POSITIVE
+from byot_keras.saving import ReadsOlderWeightFiles
 from byot_keras.training.checks import CheckedInputs, assert_label_values
 from byot_keras.training.schedule import num_replicas
 from byot_keras.training.self_distillation import SelfDistillationModel
@@ -37,7 +38,8 @@ def _logits_model(model: keras.Model, role: str) -> keras.Model:
 
 
 @keras.saving.register_keras_serializable(package="byot_keras")
-class TeacherDistillationModel(CheckedInputs, keras.distillation.Distiller):
+class TeacherDistillationModel(CheckedInputs, ReadsOlderWeightFiles,
+                               keras.distillation.Distiller):
     """A pretrained teacher taught to every exit of a multi-exit student.
 
     Per exit i: `(1 - alpha) * CE(z_i, y) + alpha * T^2 * KL(softmax_T(z_t) ||

@@ -369,12 +369,14 @@ def load_pretrained(model, weights, *, reset_classifiers: bool = False) -> None:
                          f"{weights!r}.")
     skip = classifier_layers(model) if reset_classifiers else ()
     if path.suffix == ".h5":
+        from byot_keras.saving import load_weights
+
         if reset_classifiers:
             raise ValueError("reset_classifiers=True needs weights by layer name: a .npz or "
                              ".keras file, or a registered checkpoint (a .weights.h5 file "
                              "is read by layer order).")
         try:
-            model.network.load_weights(str(path))
+            load_weights(model.network, path)
         except Exception as error:  # Keras reports mismatches in several ways
             try:  # a file of model.save_weights: the training model's variables
                 model.load_weights(str(path))
