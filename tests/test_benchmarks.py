@@ -171,3 +171,31 @@ def test_int8_agreement_report_counts_agreements_against_the_target():
     text = int8_agreement.markdown(results)
     assert "**3 of 4**" in text and "range 96.00-99.00 %" in text
     assert "--budgets=64:1:32" in text and "| exit_2 |" in text and "4.00x" in text
+
+
+def test_byot_loss_terms_parts_add_up_to_the_official_loss_and_its_gradient():
+    """The diagnosis splits the official BYOT loss into four parts: their values and
+    their trunk gradients must add up to the whole loss's (the loss is a weighted sum)."""
+    import keras
+
+    from benchmarks import byot_loss_terms
+    from byot_keras import zoo
+
+    keras.utils.set_random_seed(0)
+    model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(16, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 10, size=16)
+    result = byot_loss_terms.term_gradients(model, images, labels)
+    rows = result["rows"]
+    parts = [row for name, row in rows.items() if name != "total"]
+    assert len(parts) == 4 and all(row["trunk_gradient_norm"] > 0 for row in parts)
+    assert sum(row["value"] for row in parts) == pytest.approx(rows["total"]["value"],
+                                                               rel=1e-5)
+    gradients = result["gradients"]
+    summed = sum(g for name, g in gradients.items() if name != "total")
+    np.testing.assert_allclose(summed, gradients["total"], rtol=1e-4,
+                               atol=1e-5 * float(np.max(np.abs(gradients["total"]))))
+    assert rows["deepest exit's CE"]["cosine_with_deepest_ce"] == pytest.approx(1.0)
+    # Only the deepest exit's CE reaches the last stage alone; section 1 is shared by all.
+    assert 0 < rows["total"]["section_1_gradient_norm"] < rows["total"]["trunk_gradient_norm"]
