@@ -108,7 +108,7 @@ def early_exit_predict(model, x, threshold: float = 0.9, batch_size: int | None 
     Example:
         >>> import numpy as np
         >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
         >>> result = early_exit_predict(model, np.zeros((2, 32, 32, 3)), threshold=0.5)
         >>> result.exits.shape
         (2,)

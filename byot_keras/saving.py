@@ -27,10 +27,10 @@ def check_model_file(path: str | os.PathLike) -> Path:
     (truncated or not a zip archive, or missing the archive's parts). Returns the path.
 
     Example:
-        >>> check_model_file("/tmp/no_such_model.keras")
+        >>> check_model_file("no_such_model.keras")
         Traceback (most recent call last):
         ...
-        FileNotFoundError: No model file at '/tmp/no_such_model.keras'.
+        FileNotFoundError: No model file at 'no_such_model.keras'.
     """
     path = Path(path)
     if not path.exists():
@@ -63,11 +63,11 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
 
     Example:
         >>> from byot_keras import zoo
-        >>> save_model_atomically(zoo.resnet18_byot(num_classes=10, width_multiplier=0.125),
-        ...                       "/tmp/doc_example.keras")
-        '/tmp/doc_example.keras'
-        >>> load_model("/tmp/doc_example.keras").exit_names
-        ['exit_1', 'exit_2', 'exit_3', 'exit_4']
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
+        >>> save_model_atomically(model, "doc_example.keras")
+        'doc_example.keras'
+        >>> load_model("doc_example.keras").exit_names
+        ['exit_1', 'exit_2', 'exit_3']
     """
     path = check_model_file(path)
     try:
@@ -90,9 +90,9 @@ def save_model_atomically(model: keras.Model, path: str) -> str:
 
     Example:
         >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
-        >>> save_model_atomically(model, "/tmp/doc_example.keras")
-        '/tmp/doc_example.keras'
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
+        >>> save_model_atomically(model, "doc_example.keras")
+        'doc_example.keras'
     """
     if not str(path).endswith(".keras"):
         raise ValueError(f"Model files use the .keras format; got path '{path}'.")
@@ -107,8 +107,8 @@ def replace_atomically(path: str, write, suffix: str = "") -> str:
     `path`; if `write` fails, the temporary file is removed and `path` is untouched.
 
     Example:
-        >>> replace_atomically("/tmp/doc_note.txt", lambda p: open(p, "w").write("hi"))
-        '/tmp/doc_note.txt'
+        >>> replace_atomically("doc_note.txt", lambda temporary: Path(temporary).write_text("hi"))
+        'doc_note.txt'
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -128,8 +128,8 @@ def write_text_atomically(path: str, text: str) -> str:
     the new one, never half of it.
 
     Example:
-        >>> write_text_atomically("/tmp/doc_note.txt", "hi")
-        '/tmp/doc_note.txt'
+        >>> write_text_atomically("doc_note.txt", "hi")
+        'doc_note.txt'
     """
     return replace_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
@@ -138,8 +138,8 @@ def write_json_atomically(data, path: str) -> str:
     """Writes `data` as indented JSON through `replace_atomically`.
 
     Example:
-        >>> write_json_atomically({"epoch": 3}, "/tmp/doc_state.json")
-        '/tmp/doc_state.json'
+        >>> write_json_atomically({"epoch": 3}, "doc_state.json")
+        'doc_state.json'
     """
     return replace_atomically(path, lambda temporary: Path(temporary).write_text(
         json.dumps(data, indent=2)), suffix=".json")

@@ -11,9 +11,10 @@ the manifest records every file's gzip size, what an app download or an APK cost
 Example:
     >>> from byot_keras import zoo
     >>> from byot_keras.compress import prune, twin
-    >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
-    >>> network = prune.prune_network(twin.build_twin(model).network, 0.5,
-    ...                              end_step=100)  # doctest: +SKIP
+    >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
+    >>> network = prune.prune_network(twin.build_twin(model).network, 0.5, end_step=100)
+    >>> [layer.name for layer in network.layers][1:4]  # kernels wrapped for pruning
+    ['conv1_pad', 'prune_low_magnitude_conv1', 'relu1']
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ Any other unknown layer stops the run with `UnsupportedLayersError` naming them.
 Example:
     >>> from byot_keras import zoo
     >>> from byot_keras.compress import qat, twin
-    >>> model = zoo.vgg11_byot(num_classes=10, width_multiplier=0.125, exits=[4])
-    >>> network = qat.quantize_network(twin.build_twin(model).network)   # doctest: +SKIP
+    >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125, exits=[1])
+    >>> network = qat.quantize_network(twin.build_twin(model).network)
+    >>> [layer.name for layer in network.layers][1:4]  # fake-quantized
+    ['quantize_layer', 'quant_conv1_pad', 'quant_conv1']
 """
 
 from __future__ import annotations

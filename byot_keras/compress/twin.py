@@ -10,7 +10,7 @@ shapes and that the twin's exits reproduce the Keras 3 model's logits.
 Example:
     >>> from byot_keras import zoo
     >>> from byot_keras.compress import twin
-    >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+    >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
     >>> result = twin.build_twin(model)
     >>> sorted(result.network.output)[:2]                  # a tf_keras functional model
     ['exit_1', 'exit_2']

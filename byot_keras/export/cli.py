@@ -113,7 +113,7 @@ def model_normalization(model, dataset_normalization: dict | None
     Example:
         >>> from byot_keras import zoo
         >>> from byot_keras.data import CIFAR_NORMALIZATION
-        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
+        >>> model = zoo.alexnet_byot(num_classes=2, width_multiplier=0.125)
         >>> model_normalization(model, CIFAR_NORMALIZATION)[0] == CIFAR_NORMALIZATION
         True
     """

@@ -66,11 +66,11 @@ def equalize_for_quantization(network: keras.Model, images: np.ndarray,
     Example:
         >>> import numpy as np
         >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
         >>> images = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
         >>> copy, pairs = equalize_for_quantization(model.network, images)
-        >>> pairs
-        18
+        >>> pairs  # the separable convolutions of the heads of exit_1 and exit_2
+        10
     """
     copy = keras.models.clone_model(network)
     copy.set_weights(network.get_weights())

@@ -231,12 +231,13 @@ def add_export_metadata(flatbuffer: bytes, options: dict, title: str, descriptio
     export's "normalization", "labels" and "info" (`metadata_defaults`).
 
     Example:
-        >>> from byot_keras import zoo
+        >>> import keras
         >>> from byot_keras.export import convert
-        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
+        >>> tiny = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+        ...                          keras.layers.Dense(2)])  # any one-input Keras model
         >>> options = {"normalization": None, "labels": ["cat", "dog"],
-        ...            "info": metadata_defaults(model.network.weights)}
-        >>> packed = add_export_metadata(convert(model.exit_model(1), "image"), options,
+        ...            "info": metadata_defaults(tiny.weights)}
+        >>> packed = add_export_metadata(convert(tiny, "image"), options,
         ...                              "demo", "exit 1 as a file", "exit_1")
         >>> metadata_lib.read_metadata(packed)["associated_files"]
         {'labels.txt': b'cat\\ndog\\n'}

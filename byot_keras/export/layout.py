@@ -87,8 +87,8 @@ class ExportFolder:
     module docstring); an exception discards them.
 
     Example:
-        >>> import pathlib, tempfile
-        >>> out = pathlib.Path(tempfile.mkdtemp()) / "export"
+        >>> import pathlib
+        >>> out = pathlib.Path("export")
         >>> with ExportFolder(str(out), ["a.tflite"]) as export:
         ...     _ = (pathlib.Path(export.staging) / "a.tflite").write_bytes(b"tflite")
         ...     _ = export.write_manifest({"format_version": 1, "exits": []})

@@ -109,10 +109,15 @@ class LiteRTModel:
             `model.tflite` (`signature_names` lists a file's signatures).
 
     Example:
-        >>> runner = LiteRTModel("tflite/resnet18_byot/exit_1.tflite")  # doctest: +SKIP
-        >>> runner(image=pixels)["probabilities"].shape                 # doctest: +SKIP
+        >>> import numpy as np
+        >>> from byot_keras import zoo
+        >>> from byot_keras.export import convert
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
+        >>> with open("exit_1.tflite", "wb") as file:  # exit 1 as a classifier file
+        ...     _ = file.write(convert(model.exit_model(1), "image", probabilities=True))
+        >>> runner = LiteRTModel("exit_1.tflite")
+        >>> runner(image=np.zeros((8, 32, 32, 3)))["probabilities"].shape
         (8, 10)
-        >>> LiteRTModel("tflite/resnet18_byot/model.tflite", signature="exit_2")  # doctest: +SKIP
     """
 
     def __init__(self, path_or_bytes, num_threads: int | None = None,
@@ -152,10 +157,11 @@ class LiteRTModel:
         = scale * (stored - zero point)): what the manifest records for each file.
 
         Example:
-            >>> from byot_keras import zoo
+            >>> import keras
             >>> from byot_keras.export import convert
-            >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
-            >>> LiteRTModel(convert(model.exit_model(1), "image")).tensor_facts()["dtypes"]
+            >>> tiny = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+            ...                          keras.layers.Dense(2)])  # any one-input Keras model
+            >>> LiteRTModel(convert(tiny, "image")).tensor_facts()["dtypes"]
             {'image': 'float32', 'logits': 'float32'}
         """
         facts = self.tensor_shapes()

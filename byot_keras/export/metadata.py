@@ -300,10 +300,11 @@ def subgraph_tensors(flatbuffer: bytes, subgraph: int = 0
     (the graph's own name where no signature names it); dtype e.g. "float32", "uint8".
 
     Example:
-        >>> from byot_keras import zoo
+        >>> import keras
         >>> from byot_keras.export import convert
-        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
-        >>> subgraph_tensors(convert(model.exit_model(1), "image", probabilities=True))
+        >>> tiny = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+        ...                          keras.layers.Dense(2)])  # any one-input Keras model
+        >>> subgraph_tensors(convert(tiny, "image", probabilities=True))
         ([('image', 'float32')], [('probabilities', 'float32')])
     """
     schema = _schema()
@@ -333,10 +334,11 @@ def subgraph_signature(flatbuffer: bytes, subgraph: int = 0) -> str | None:
     """The signature key of a subgraph (the one metadata describes: subgraph 0).
 
     Example:
-        >>> from byot_keras import zoo
+        >>> import keras
         >>> from byot_keras.export import convert
-        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
-        >>> subgraph_signature(convert(model.exit_model(1), "image"))
+        >>> tiny = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+        ...                          keras.layers.Dense(2)])  # any one-input Keras model
+        >>> subgraph_signature(convert(tiny, "image"))
         'serving_default'
     """
     model = _schema().Model.GetRootAs(flatbuffer, 0)
@@ -353,10 +355,11 @@ def add_metadata(flatbuffer: bytes, info: ModelInfo,
     order (`subgraph_tensors`); every labels file they name must be given.
 
     Example:
+        >>> import keras
         >>> from byot_keras.export import convert
-        >>> from byot_keras import zoo
-        >>> plain = convert(zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
-        ...                 .exit_model(1), "image")
+        >>> tiny = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+        ...                          keras.layers.Dense(2)])  # any one-input Keras model
+        >>> plain = convert(tiny, "image")
         >>> info = ModelInfo("demo", "exit 1", "1", "byot-keras",
         ...     inputs=[TensorInfo("image", "RGB pixels", image=True, normalization=([0], [1]))],
         ...     outputs=[TensorInfo("logits", "scores", labels_file="labels.txt")])
@@ -407,8 +410,16 @@ def read_metadata(path_or_bytes) -> dict | None:
     "associated_files": {name: content} of the packed files; None without metadata.
 
     Example:
-        >>> read_metadata("tflite/quickstart/exit_1.tflite")["name"]   # doctest: +SKIP
-        'resnet18_byot exit_1'
+        >>> import keras
+        >>> from byot_keras.export import convert
+        >>> tiny = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+        ...                          keras.layers.Dense(2)])  # any one-input Keras model
+        >>> info = ModelInfo("demo", "a demo", "1", "me", inputs=[TensorInfo("image", "RGB")],
+        ...                  outputs=[TensorInfo("logits", "scores")])
+        >>> with open("demo.tflite", "wb") as file:
+        ...     _ = file.write(add_metadata(convert(tiny, "image"), info))
+        >>> read_metadata("demo.tflite")["name"]
+        'demo'
     """
     if isinstance(path_or_bytes, (bytes, bytearray)):
         content = bytes(path_or_bytes)

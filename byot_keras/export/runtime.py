@@ -92,10 +92,18 @@ class CascadeRuntime:
         num_threads: interpreter threads per segment (None: LiteRT's default).
 
     Example:
-        >>> runtime = CascadeRuntime("tflite/resnet18_byot")            # doctest: +SKIP
-        >>> answer = runtime.classify(pixels, 0.9)   # (32, 32, 3) RGB, 0..255  # doctest: +SKIP
-        >>> answer.prediction, answer.exit, answer.confidence, answer.latency_ms  # doctest: +SKIP
-        (3, 2, 0.97, 1.8)
+        >>> import numpy as np
+        >>> from byot_keras import zoo
+        >>> from byot_keras.export import export_tflite
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125, exits=[1])
+        >>> _ = export_tflite(model, "export", exits=[], multi_signature=False)  # cascade only
+        >>> runtime = CascadeRuntime("export")
+        >>> pixels = np.zeros((32, 32, 3))  # one RGB image, 0..255
+        >>> runtime.classify(pixels, threshold=0.0).exit  # any confidence will do
+        1
+        >>> answer = runtime.classify(pixels, threshold=1.0)  # none will: the last exit
+        >>> answer.exit, 0.0 <= answer.confidence <= 1.0, answer.latency_ms > 0
+        (2, True, True)
     """
 
     def __init__(self, export_dir: str, quantization: str = "float32",

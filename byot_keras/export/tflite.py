@@ -107,7 +107,7 @@ def convert(keras_model: keras.Model, input_name: str, quantization: str = "floa
 
     Example:
         >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
         >>> flatbuffer = convert(model.exit_model(1), "image")
         >>> LiteRTModel(flatbuffer).output_names
         ['logits']
@@ -149,7 +149,7 @@ def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
 
     Example:
         >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
         >>> flatbuffer = convert_signatures(
         ...     {"exit_1": model.exit_model(1), "exit_2": model.exit_model(2)}, "image")
         >>> LiteRTModel(flatbuffer, signature="exit_2").signature_names
@@ -275,7 +275,7 @@ def pin_pixel_quantization(flatbuffer: bytes) -> bytes:
     Example:
         >>> import numpy as np
         >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=2, width_multiplier=0.125)
+        >>> model = zoo.alexnet_byot(num_classes=2, width_multiplier=0.125)
         >>> dim = np.random.default_rng(0).uniform(20, 200, (8, 32, 32, 3)).astype("float32")
         >>> flatbuffer = convert(model.exit_model(1), "image", "int8", dim, int8_io=True,
         ...                      normalization={"scale": 1 / 255, "mean": 0.5, "std": 0.25})
@@ -455,14 +455,12 @@ def export_tflite(
         listed; a failed export leaves that earlier export untouched.
 
     Example:
-        >>> import tempfile
         >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
         >>> model.input_normalization = {"scale": 1 / 255, "mean": 0.5, "std": 0.25}
         >>> # exit 1's file and model.tflite only (without these options: every exit
-        >>> # and the cascade segments too)
-        >>> manifest = export_tflite(model, tempfile.mkdtemp() + "/export", exits=[1],
-        ...                          cascade=False)
+        >>> # and the cascade segments too), into the folder "export"
+        >>> manifest = export_tflite(model, "export", exits=[1], cascade=False)
         >>> manifest["exits"][0]["files"]["float32"]["file"]
         'exit_1.tflite'
         >>> manifest["exits"][0]["files"]["float32"]["outputs"]

@@ -198,7 +198,7 @@ alexnet_byot = register_variant("alexnet_byot", build_alexnet, f"""Builds AlexNe
         >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.create_model("alexnet_byot", num_classes=10, width_multiplier=0.125)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1', 'exit_2', 'exit_3']
 """)
 
@@ -212,6 +212,6 @@ alexnet = register_single_exit_variant("alexnet", build_alexnet, f"""Builds Alex
         >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.create_model("alexnet", num_classes=10, width_multiplier=0.125)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1']
 """)

@@ -43,6 +43,7 @@ from byot_keras.networks.common import (
 )
 from byot_keras.networks.namespace import layers
 from byot_keras.networks.registry import (
+    plain_variant_example,
     register_network,
     register_single_exit_variant,
     register_variant,
@@ -254,7 +255,7 @@ densenet_byot.__doc__ = f"""Builds the 3-block CIFAR DenseNet of depth `depth` a
         >>> model = zoo.create_model("densenet_byot", depth=22, growth_rate=6, num_classes=10)
         >>> model.name
         'densenet_bc22_k6_byot'
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1', 'exit_2', 'exit_3']
 """
 
@@ -265,10 +266,12 @@ _DOC = """Builds {title}{with_exits}.
         {args}
 
     Example:
-        >>> import numpy as np
+{example}"""
+
+_EXAMPLE = """        >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.create_model("{fn}", num_classes=10, width_multiplier=0.125)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         {outputs}
 """
 
@@ -277,18 +280,19 @@ def _register(fn_name: str, title: str, layers_per_block: Sequence[int], growth_
     """Registers `fn_name` (single exit) and `<fn_name>_byot` (an exit after every block)."""
     num_blocks = len(layers_per_block)
     byot_doc = _DOC.format(
-        title=title, fn=f"{fn_name}_byot",
+        title=title,
         with_exits=f"\n    with BYOT exits after dense blocks 1-{num_blocks - 1} ({num_blocks} "
                    "exits by default)",
         args=_ARGS.format(default_name=f'"{fn_name}_byot"', exit_args=_exit_args(num_blocks)),
-        outputs=str([f"exit_{k}" for k in range(1, num_blocks + 1)]),
+        example=_EXAMPLE.format(fn=f"{fn_name}_byot",
+                                outputs=[f"exit_{k}" for k in range(1, num_blocks + 1)]),
     )
     single_doc = _DOC.format(
-        title=title, fn=fn_name,
+        title=title,
         with_exits=f"\n    with its own classifier only: one exit, `exit_1` (`{fn_name}_byot` "
                    "adds the shallow exits)",
         args=_ARGS.format(default_name=f'"{fn_name}"', exit_args=""),
-        outputs="['exit_1']",
+        example=plain_variant_example(fn_name),
     )
     multi = register_variant(f"{fn_name}_byot", build_densenet, byot_doc, layers_per_block,
                              growth_rate)

@@ -131,7 +131,7 @@ _DOC29 = """Builds the CIFAR {title} (cardinality {cardinality}, {base_width} ch
         >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.{fn}(num_classes=10, width_multiplier=0.0625)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1', 'exit_2', 'exit_3']
 """
 
@@ -194,7 +194,7 @@ def resnext50_32x4d_byot(
         >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.resnext50_32x4d_byot(num_classes=10, width_multiplier=0.25)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1', 'exit_2', 'exit_3', 'exit_4']
     """
     cardinality, base_width = 32, 4

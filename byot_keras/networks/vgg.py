@@ -168,7 +168,7 @@ _DOC = """Builds {title} with batch norm and BYOT exits after pooling blocks 1-4
         >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.{fn}(num_classes=10, width_multiplier=0.125)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1', 'exit_2', 'exit_3', 'exit_4', 'exit_5']
 """
 

@@ -183,7 +183,7 @@ wide_resnet_byot.__doc__ = f"""Builds the CIFAR WideResNet-`depth`-`width` with 
         >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.create_model("wide_resnet_byot", depth=10, width=2, num_classes=10)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1', 'exit_2', 'exit_3']
 """
 
@@ -198,7 +198,7 @@ _DOC = """Builds {title} (CIFAR WideResNet, depth {depth}, widening factor {widt
         >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.{fn}(num_classes=10, width_multiplier=0.125)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1', 'exit_2', 'exit_3']
 """
 
@@ -253,7 +253,7 @@ wrn44_8_byot.__doc__ = f"""Builds the BYOT paper's "WideResNet44-8" (CIFAR, wide
         >>> import numpy as np
         >>> from byot_keras import zoo
         >>> model = zoo.wrn44_8_byot(num_classes=10, width_multiplier=0.125)
-        >>> sorted(model.predict(np.zeros((2, 32, 32, 3)), verbose=0))
+        >>> sorted(model(np.zeros((1, 32, 32, 3))))  # logits per exit
         ['exit_1', 'exit_2', 'exit_3']
 """
 

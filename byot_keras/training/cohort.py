@@ -57,8 +57,8 @@ class CohortModel(ScheduledModel):
     Example:
         >>> import numpy as np
         >>> from byot_keras import zoo
-        >>> nets = [zoo.create_model(n, num_classes=10, width_multiplier=0.125, method="ce")
-        ...         for n in ("resnet18_byot", "vgg11_byot")]
+        >>> nets = [zoo.create_model(n, num_classes=10, width_multiplier=0.125)
+        ...         for n in ("alexnet", "resnet18")]
         >>> cohort = CohortModel(nets, method="dml")
         >>> cohort.compile(optimizer="sgd")
         >>> logs = cohort.fit(np.zeros((4, 32, 32, 3)), np.arange(4), verbose=0)

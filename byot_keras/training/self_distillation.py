@@ -98,7 +98,7 @@ class SelfDistillationModel(ScheduledModel):
     Example:
         >>> import numpy as np
         >>> from byot_keras import zoo
-        >>> model = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> model = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
         >>> model.compile(optimizer="sgd")
         >>> logs = model.fit(np.zeros((4, 32, 32, 3)), np.arange(4), verbose=0)
         >>> sorted(logs.history)[:3]

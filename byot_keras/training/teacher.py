@@ -61,13 +61,12 @@ class TeacherDistillationModel(CheckedInputs, ReadsOlderWeightFiles,
     Example:
         >>> import numpy as np
         >>> from byot_keras import zoo
-        >>> teacher = zoo.create_model("resnet18_byot", num_classes=10,
-        ...                            width_multiplier=0.25, method="ce")
-        >>> student = zoo.resnet18_byot(num_classes=10, width_multiplier=0.125)
+        >>> teacher = zoo.alexnet(num_classes=10, width_multiplier=0.25)  # yours: trained
+        >>> student = zoo.alexnet_byot(num_classes=10, width_multiplier=0.125)
         >>> kd = TeacherDistillationModel(teacher, student, alpha=0.5, temperature=4.0)
         >>> kd.compile(optimizer="sgd")
         >>> logs = kd.fit(np.zeros((4, 32, 32, 3)), np.arange(4), verbose=0)
-        >>> "exit_4_accuracy" in logs.history
+        >>> "exit_3_accuracy" in logs.history
         True
     """
 
