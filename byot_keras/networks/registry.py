@@ -95,12 +95,14 @@ def register_single_exit_variant(name: str, build: Callable[..., MultiExitNetwor
 
 
 def plain_variant_example(name: str) -> str:
-    """The docstring example of the single-exit variant `name`: the keyword it refuses.
+    """The docstring example of the single-exit variant `name`: how to build it (not run)
+    and the keyword it refuses (run).
 
     It builds nothing: the `<name>_byot` example builds the same trunk, and building the
     deep ones twice (ResNet-152: 500+ layers) would double the docstring examples' run
     time in the test suite."""
     return ("        >>> from byot_keras import zoo\n"
+            f"        >>> model = zoo.{name}(num_classes=10)  # doctest: +SKIP\n"
             f"        >>> zoo.{name}(num_classes=10, exits=[1])\n"
             "        Traceback (most recent call last):\n        ...\n"
             f"        ValueError: {_no_exits_message(name, [1])}\n")
