@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from benchmarks.keras_batchnorm import with_keras_batchnorm  # the zoo before the fused layer
 from byot_keras import zoo
 from byot_keras.networks.batch_norm import FusedBatchNormalization
 
@@ -112,21 +113,6 @@ def test_saved_models_load_with_either_layer(tmp_path):
                                model.predict(x, verbose=0)["exit_1"], atol=1e-5)
 
 
-def _with_keras_batch_norm(model):
-    """`model` as the zoo built it before the fused layer: Keras' BatchNormalization in
-    every place, same weights."""
-    from byot_keras.training.self_distillation import SelfDistillationModel
-
-    def clone(layer):
-        if isinstance(layer, FusedBatchNormalization):
-            return keras.layers.BatchNormalization.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    network = keras.models.clone_model(model.network, clone_function=clone)
-    network.set_weights(model.network.get_weights())
-    return SelfDistillationModel(network, objective=model.objective)
-
-
 def _weights_by_layer(network) -> dict:
     return {layer.name: [np.asarray(w) for w in layer.get_weights()]
             for layer in network.layers if layer.weights}
@@ -137,7 +123,7 @@ def test_weight_files_saved_with_either_batch_norm_class_load(tmp_path):
     fused layer renamed every batch norm's entry; files from before must still load, by
     `model.load_weights`, `zoo.<builder>(weights=path)` and the other way round."""
     keras.utils.set_random_seed(0)
-    old = _with_keras_batch_norm(zoo.resnet18_byot(num_classes=10, width_multiplier=0.125))
+    old = with_keras_batchnorm(zoo.resnet18_byot(num_classes=10, width_multiplier=0.125))
     for variable in old.network.weights:  # distinct values, so any mix-up shows
         variable.assign(np.random.default_rng(len(variable.path)).normal(
             size=variable.shape).astype("float32"))
@@ -159,7 +145,7 @@ def test_weight_files_saved_with_either_batch_norm_class_load(tmp_path):
                                   weights=str(tmp_path / "old_network.weights.h5")).network)
     # A file of today's layers into a model with Keras' layer (e.g. an older script).
     current.save_weights(tmp_path / "new.weights.h5")
-    other = _with_keras_batch_norm(zoo.resnet18_byot(num_classes=10, width_multiplier=0.125))
+    other = with_keras_batchnorm(zoo.resnet18_byot(num_classes=10, width_multiplier=0.125))
     other.load_weights(tmp_path / "new.weights.h5")
     assert_same(other.network)
     assert sorted(p.name for p in tmp_path.iterdir()) == [  # the temporary copies are gone
