@@ -222,6 +222,10 @@ def test_every_method_trains_saves_loads_and_resumes_on_torch(torch_runs, method
               for s in (saved, after_resume)]
     assert result["learning_rate"] == pytest.approx(cosine, abs=1e-7), result
     assert result["resumed_moved"] > 1e-6, result
+    if method in ("msd", "sdn"):
+        # Scheduled loss weights read the model's epoch counter: epoch 0 of 1 after the
+        # first fit, the same in the loaded file, epoch 1 of 2 in the resumed fit.
+        assert result["schedule"] == [[0.0, 1.0], [0.0, 1.0], [1.0, 2.0]], result
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -129,6 +129,10 @@ def _data(seed: int, features: int = 12):
     return x, y
 
 
+def _epoch_counter(model) -> list[float]:
+    return [float(model.schedule_epoch), float(model.schedule_total_epochs)]
+
+
 def methods(out: Path) -> dict:
     x, y = _data(5)
     results = {}
@@ -152,6 +156,8 @@ def methods(out: Path) -> dict:
         loaded = saving.load_model(path)
         reloaded = loaded.predict(x, batch_size=BATCH, verbose=0)
         before = [np.array(w) for w in loaded.get_weights()]
+        scheduled = getattr(model, "_scheduled", False)  # loss weights that read the epoch
+        counters = [_epoch_counter(model), _epoch_counter(loaded)] if scheduled else None
         resumed = loaded.fit(x, y, batch_size=BATCH, epochs=2, initial_epoch=1,
                              shuffle=False, verbose=0)
         results[name] = {
@@ -170,6 +176,8 @@ def methods(out: Path) -> dict:
                                  for a, b in zip(before, loaded.get_weights())),
             "resumed_finite": all(math.isfinite(v[-1]) for v in resumed.history.values()),
         }
+        if scheduled:
+            results[name]["schedule"] = [*counters, _epoch_counter(loaded)]
     return results
 
 
