@@ -163,3 +163,17 @@ def test_export_into_the_current_folder_is_refused_and_keeps_every_file(capsys, 
     assert_untouched(hashes)
     assert "exit_1.tflite" in out and (tmp_path / "exit_1.tflite").exists()
     assert np.isclose(len(list(tmp_path.iterdir())), 6)  # 3 user entries + 3 export files
+
+
+def test_backend_torch_without_torch_says_what_to_install(capsys):
+    """torch has no extra (the registry's Linux wheel is the multi-GB CUDA build): the
+    message says to install PyTorch rather than naming an extra that does not exist."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here, so --backend torch would start training")
+    status, _, err = invoke(capsys, "byot-train", "--backend", "torch", "--dataset", "digits")
+    assert status == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line == ("byot-train: error: --backend torch: the torch package is not installed; "
+                    "install PyTorch (a CPU-only build will do) in this environment."), line

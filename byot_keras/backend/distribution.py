@@ -30,7 +30,8 @@ class DataParallelRun:
             raise ValueError(
                 f"--strategy data_parallel runs on the JAX backend (keras.distribution); "
                 f"Keras runs on {keras.backend.backend()} here: use --backend jax, or "
-                "--strategy mirrored on TensorFlow.")
+                "--strategy mirrored on TensorFlow (Keras has no data parallelism on "
+                "torch).")
         available = keras.distribution.list_devices()
         chosen = list(devices) or available
         unknown = sorted(set(chosen) - set(available))

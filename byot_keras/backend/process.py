@@ -14,8 +14,8 @@ import sys
 
 #: Backends the commands train on. TensorFlow stays installed for every one of them: the
 #: tf.data pipeline feeds them all, and export runs on TensorFlow.
-BACKENDS = ("tensorflow", "jax")
-_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax"}
+BACKENDS = ("tensorflow", "jax", "torch")
+_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 def check_backend(name: str, flag: str = "--backend") -> str:
@@ -29,8 +29,13 @@ def check_backend(name: str, flag: str = "--backend") -> str:
     if name not in BACKENDS:
         raise ValueError(f"{flag} {name}: valid backends are {', '.join(BACKENDS)}.")
     if importlib.util.find_spec(_PACKAGES[name]) is None:
+        # No torch extra: PyPI's Linux torch wheel is the CUDA build (several GB with its
+        # nvidia-* packages); users pick the build that fits their machine.
+        how = ("install PyTorch (a CPU-only build will do) in this environment"
+               if name == "torch" else
+               f"install the project's extra: pip install 'byot-keras[{name}]'")
         raise ValueError(f"{flag} {name}: the {_PACKAGES[name]} package is not installed; "
-                         f"install the project's extra: pip install 'byot-keras[{name}]'.")
+                         f"{how}.")
     return name
 
 

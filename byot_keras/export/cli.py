@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -133,7 +134,17 @@ def model_normalization(model, dataset_normalization: dict | None
 
 def main(argv):
     del argv
+    import keras
     from absl import logging
+
+    from byot_keras.backend.export import EXPORT_BACKENDS
+
+    if keras.backend.backend() not in EXPORT_BACKENDS:
+        # torch: Keras cannot trace the model into a TensorFlow graph; the .keras file
+        # loads on TensorFlow with the same weights, so export there.
+        from byot_keras.backend.process import rerun_on_backend
+
+        rerun_on_backend("tensorflow", "byot_keras.export.cli", sys.argv)
 
     from byot_keras.export import export_tflite
     from byot_keras.export.tflite import (

@@ -157,6 +157,9 @@ def convert_signatures(models: Mapping[str, keras.Model], input_name: str,
     """
     import tensorflow as tf
 
+    from byot_keras.backend.export import check_export_backend
+
+    check_export_backend()  # every conversion passes here
     (quantization,) = check_quantizations([quantization])
     if not models:
         raise ValueError("Give at least one model to convert.")
@@ -468,8 +471,10 @@ def export_tflite(
         >>> manifest["multi_signature"]["files"]["float32"]["file"]
         'model.tflite'
     """
+    from byot_keras.backend.export import check_export_backend
     from byot_keras.export.cascade import require_multi_exit
 
+    check_export_backend()  # before any work: torch cannot be traced into a TF graph
     require_multi_exit(model)
     branches = not model.exits_form_a_chain
     if cascade is None:

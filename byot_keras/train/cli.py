@@ -161,10 +161,10 @@ def define_flags(flag_values=FLAGS):
                       "(variables and the loss stay float32).")
     define.DEFINE_enum("strategy", d.strategy, list(STRATEGIES), "tf.distribute strategy on "
                       "TensorFlow (multiworker reads TF_CONFIG), or data_parallel on JAX "
-                      "(keras.distribution.DataParallel).")
+                      "(keras.distribution.DataParallel); none on torch.")
     define.DEFINE_enum("backend", None, list(BACKENDS), "Keras backend to train on (default: "
                       "KERAS_BACKEND, else Keras' configured one). The tf.data pipeline feeds "
-                      "either; the saved model.keras loads and exports on TensorFlow.")
+                      "each; the saved model.keras loads and exports on TensorFlow.")
     define.DEFINE_list("devices", d.devices, "Devices for --strategy mirrored (default all GPUs) "
                       "or data_parallel (e.g. cpu:0,cpu:1; default all).")
     define.DEFINE_string("tpu", d.tpu, "TPU name or address for --strategy tpu.")

@@ -28,6 +28,10 @@ def library_versions() -> dict:
         import jax
 
         versions["jax"] = jax.__version__
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        versions["torch"] = torch.__version__
     try:
         import tensorflow_datasets as tfds
 

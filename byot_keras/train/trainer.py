@@ -171,7 +171,8 @@ def train(config: TrainConfig, *, strategy=None, callbacks=(), model_fn=None) ->
         raise ValueError(
             f"--strategy {config.strategy} is a tf.distribute strategy, for the TensorFlow "
             f"backend only; Keras runs on {keras.backend.backend()} here. On JAX use "
-            "--strategy data_parallel (keras.distribution.DataParallel).")
+            "--strategy data_parallel (keras.distribution.DataParallel); on torch Keras "
+            "has no data parallelism: train on one device (--strategy default).")
     if strategy is None:  # first: collective ops must be configured before other TF work
         strategy = select_strategy(config.strategy, config.devices, config.tpu)
     # keras.distribution must be current for the whole run (building and fit); a

@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
-from byot_keras.backend.compile_settings import portable_compile_config
+from byot_keras.backend.compile_settings import deserialize_compile_config
 from byot_keras.training.checks import assert_label_values, pin_image_shape
 from byot_keras.training.schedule import ScheduledModel, cross_replica_sum, per_replica_share
 
@@ -127,7 +127,7 @@ class CohortModel(ScheduledModel):
 
     def compile_from_config(self, config):
         # jit_compile goes back to this backend's default (byot_keras.backend).
-        self.compile(**portable_compile_config(keras.saving.deserialize_keras_object(config)))
+        self.compile(**deserialize_compile_config(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
 

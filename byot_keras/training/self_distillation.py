@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
-from byot_keras.backend.compile_settings import portable_compile_config
+from byot_keras.backend.compile_settings import deserialize_compile_config
 from byot_keras.networks.structure import ExitInfo, forms_a_chain, structure_from_layer_names
 from byot_keras.training.checks import assert_label_values, pin_image_shape
 from byot_keras.training.schedule import (
@@ -243,7 +243,7 @@ class SelfDistillationModel(ScheduledModel):
     def compile_from_config(self, config):
         # Keras skips compile() on load when compile is overridden; ours is safe to call.
         # jit_compile goes back to this backend's default (byot_keras.backend).
-        self.compile(**portable_compile_config(keras.saving.deserialize_keras_object(config)))
+        self.compile(**deserialize_compile_config(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
 

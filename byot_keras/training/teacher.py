@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from byot_keras import losses as losses_lib
+from byot_keras.backend.compile_settings import deserialize_compile_config
 from byot_keras.losses.core import FRACTION, POSITIVE
 from byot_keras.saving import ReadsOlderWeightFiles
 from byot_keras.training.checks import CheckedInputs, assert_label_values
@@ -136,7 +137,8 @@ class TeacherDistillationModel(CheckedInputs, ReadsOlderWeightFiles,
 
     def compile_from_config(self, config):
         # Keras skips compile() on load when compile is overridden; ours is safe to call.
-        config = keras.saving.deserialize_keras_object(config)
+        # The optimizer as its public class (a file saved on torch: byot_keras.backend).
+        config = deserialize_compile_config(config)
         self.compile(optimizer=config["optimizer"])
         if self.built:
             self.optimizer.build(self.trainable_variables)
