@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from backend_subprocess import tail
 
 tf = pytest.importorskip("tensorflow")
 
@@ -42,10 +43,6 @@ JOBS = {
     "official": ["--resnet", "official", "--methods"],
     "paper": ["--resnet", "paper", "--toy-control"],
 }
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +70,9 @@ def reports():
 
 def _report(reports, name: str) -> dict:
     returncode, stdout, stderr = reports[name]
-    assert returncode == 0, f"{name} helper failed ({returncode}):\n{_tail(stderr)}"
+    assert returncode == 0, f"{name} helper failed ({returncode}):\n{tail(stderr)}"
     lines = stdout.strip().splitlines()
-    assert lines, f"{name} helper printed nothing:\n{_tail(stderr)}"
+    assert lines, f"{name} helper printed nothing:\n{tail(stderr)}"
     report = json.loads(lines[-1])
     assert report["replicas"] == 2, report
     return report

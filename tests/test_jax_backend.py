@@ -22,50 +22,35 @@ Without a Python that imports jax the tests skip and say so.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from backend_subprocess import (
+    METHODS,
+    check_interrupted_run,
+    check_method_report,
+    missing_module,
+    python_from_env,
+    run_helpers,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("jax_helper.py")
 TIMEOUT = 900
 RTOL = 1e-4
-METHODS = ["byot", "msd", "eed", "sdn", "deep_supervision", "ce", "cskd", "one",
-           "multistructure", "dml", "hinton_kd"]
 # One process per core: the ResNet (portability, byot-train) and the dense toys.
 JOBS = {"resnet": ["--portability", "--train"], "toys": ["--methods", "--data_parallel"]}
 
 
 def jax_python() -> str | None:
-    configured = os.environ.get("BYOT_JAX_PYTHON")
-    if configured:
-        return configured
-    default = ROOT / ".venv-jax" / "bin" / "python"
-    return str(default) if default.exists() else None
+    return python_from_env("BYOT_JAX_PYTHON", ROOT / ".venv-jax" / "bin" / "python")
 
 
 @functools.cache
 def _jax_missing() -> str | None:
-    python = jax_python()
-    if python is None:
-        return ("no JAX environment: set BYOT_JAX_PYTHON to a Python with jax[cpu] and this "
-                "project's requirements (.ci/run creates one from the 'jax' extra)")
-    try:
-        check = subprocess.run([python, "-c", "import jax"], capture_output=True, text=True,
-                               timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"BYOT_JAX_PYTHON={python} does not run: {error}"
-    if check.returncode:
-        return f"jax is not importable with {python}: {check.stderr.strip()[-200:]}"
-    return None
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+    return missing_module(jax_python(), "jax", "BYOT_JAX_PYTHON",
+                          ".ci/run creates one from the 'jax' extra")
 
 
 @pytest.fixture(scope="module")
@@ -73,31 +58,10 @@ def jax_runs(tmp_path_factory):
     missing = _jax_missing()
     if missing:
         pytest.skip(missing)
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                       os.environ.get("PYTHONPATH")])))
     out = tmp_path_factory.mktemp("jax")
-    processes = {
-        name: subprocess.Popen([jax_python(), str(HELPER), "--out", str(out / name), *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env, cwd=ROOT)
-        for name, args in JOBS.items()
-    }
-    reports = {}
-    try:
-        for name, process in processes.items():
-            stdout, stderr = process.communicate(timeout=TIMEOUT)
-            assert process.returncode == 0, (
-                f"JAX helper {name} failed ({process.returncode}):\n{_tail(stderr)}")
-            report = json.loads(stdout.strip().splitlines()[-1])
-            assert report["backend"] == "jax", report
-            reports.update(report)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    jobs = {name: ["--out", str(out / name), *args] for name, args in JOBS.items()}
+    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    reports = run_helpers(jax_python(), HELPER, jobs, env, TIMEOUT, backend="jax")
     reports["out"] = out
     return reports
 
@@ -163,19 +127,7 @@ def test_file_trained_on_jax_exports_to_tflite_with_the_jax_logits(jax_model, tm
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_saves_loads_and_resumes_on_jax(jax_runs, method):
-    result = jax_runs["methods"][method]
-    assert result["finite"] and result["resumed_finite"], result
-    assert "loss" in result["logged"], result
-    if method not in ("multistructure", "dml", "hinton_kd"):
-        # SelfDistillationModel: every exit's accuracy and the ensemble's are logged.
-        assert {f"exit_{k}_accuracy" for k in range(1, 5)} <= set(result["logged"]), result
-        assert "ensemble_accuracy" in result["evaluated"], result
-    assert result["reload_max_abs_diff"] <= 1e-6, result
-    # The optimizer state (its step count, read by the LR schedule) is saved too: the
-    # loaded model's resumed epoch continues from the saved count.
-    saved, after_resume = result["optimizer_iterations"]
-    assert saved > 0 and after_resume == 2 * saved, result
-    assert result["resumed_moved"] > 1e-6, result
+    check_method_report(jax_runs["methods"][method], method)
 
 
 @pytest.mark.parametrize("method", ["byot", "cskd", "dml", "hinton_kd"])
@@ -192,13 +144,7 @@ def test_data_parallel_on_two_jax_devices_matches_one_device(jax_runs, method):
 
 def test_byot_train_backend_jax_runs_the_tf_data_pipeline_and_resumes(jax_runs):
     result = jax_runs["train"]
-    assert result["interrupted_after"] == 1
-    assert result["backend"] == "jax"
-    assert result["epochs"] == 2 and result["resumed_after"] == [1]
-    assert result["history_epochs"] == 2
-    assert result["replicas"] == 2  # --strategy data_parallel on the 2 virtual devices
-    assert set(result["accuracy"]) == {"exit_1", "exit_2", "ensemble"}
-    assert result["model_file"]
+    check_interrupted_run(result, "jax", replicas=2)  # data_parallel on 2 virtual devices
     # tf.distribute strategies are TensorFlow's: refused on JAX before any work.
-    assert "--strategy mirrored is a tf.distribute strategy" in result["mirrored_refused"]
-    assert not result["mirrored_folder"]
+    assert "--strategy mirrored is a tf.distribute strategy" in result["refused"]["mirrored"]
+    assert result["refused_folders"] == []

@@ -27,54 +27,41 @@ Without a Python that imports torch the tests skip and say so.
 from __future__ import annotations
 
 import functools
-import json
-import math
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from backend_subprocess import (
+    METHODS,
+    STEPS,
+    check_interrupted_run,
+    check_method_report,
+    missing_module,
+    python_from_env,
+    run_helpers,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("torch_helper.py")
 TIMEOUT = 600
-METHODS = ["byot", "msd", "eed", "sdn", "deep_supervision", "ce", "cskd", "one",
-           "multistructure", "dml", "hinton_kd"]
 # One process per core, about as long each: byot-train (two runs, one of them the
 # command) with the dense toys, and the ResNet file (exported by byot-export, which starts
 # twice).
 JOBS = {"train": ["--train", "--methods"], "resnet": ["--portability"]}
-# What tests/torch_helper.py uses.
-LEARNING_RATE, DECAY_STEPS, STEPS = 0.05, 6, 3
 # torch and TensorFlow run the same float32 network with different kernels (convolution,
 # batch norm), so the logits agree to rounding; the same bounds as the JAX file's.
 RTOL, ATOL = 1e-4, 1e-5
 
 
 def torch_python() -> str | None:
-    return os.environ.get("BYOT_TORCH_PYTHON") or None
+    return python_from_env("BYOT_TORCH_PYTHON")
 
 
 @functools.cache
 def _torch_missing() -> str | None:
-    python = torch_python()
-    if python is None:
-        return ("no torch environment: set BYOT_TORCH_PYTHON to a Python that imports torch "
-                "and this project's requirements (README, 'Backends'; not created by CI: "
-                "the registry's torch wheel is the multi-GB CUDA build)")
-    try:
-        check = subprocess.run([python, "-c", "import torch"], capture_output=True, text=True,
-                               timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"BYOT_TORCH_PYTHON={python} does not run: {error}"
-    if check.returncode:
-        return f"torch is not importable with {python}: {check.stderr.strip()[-200:]}"
-    return None
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+    return missing_module(torch_python(), "torch", "BYOT_TORCH_PYTHON",
+                          "README, 'Backends'; not created by CI: the registry's torch "
+                          "wheel is the multi-GB CUDA build")
 
 
 @pytest.fixture(scope="module")
@@ -82,30 +69,10 @@ def torch_runs(tmp_path_factory):
     missing = _torch_missing()
     if missing:
         pytest.skip(missing)
-    env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                       os.environ.get("PYTHONPATH")])))
     out = tmp_path_factory.mktemp("torch")
-    processes = {
-        name: subprocess.Popen([torch_python(), str(HELPER), "--out", str(out), *args],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env, cwd=ROOT)
-        for name, args in JOBS.items()
-    }
-    reports = {}
-    try:
-        for name, process in processes.items():
-            stdout, stderr = process.communicate(timeout=TIMEOUT)
-            assert process.returncode == 0, (
-                f"torch helper {name} failed ({process.returncode}):\n{_tail(stderr)}")
-            report = json.loads(stdout.strip().splitlines()[-1])
-            assert report["backend"] == "torch", report
-            reports.update(report)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    jobs = {name: ["--out", str(out), *args] for name, args in JOBS.items()}
+    reports = run_helpers(torch_python(), HELPER, jobs, {"KERAS_BACKEND": "torch"}, TIMEOUT,
+                          backend="torch")
     reports["out"] = out
     return reports
 
@@ -202,30 +169,7 @@ def test_early_exit_helpers_on_torch(torch_runs, torch_model):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_saves_loads_and_resumes_on_torch(torch_runs, method):
-    result = torch_runs["methods"][method]
-    assert result["finite"] and result["resumed_finite"], result
-    assert "loss" in result["logged"], result
-    if method not in ("multistructure", "dml", "hinton_kd"):
-        # SelfDistillationModel: every exit's accuracy and the ensemble's are logged.
-        assert {f"exit_{k}_accuracy" for k in range(1, 5)} <= set(result["logged"]), result
-        assert "ensemble_accuracy" in result["evaluated"], result
-    # Per-exit (per-member) accuracies from evaluate: those of predict's logits.
-    assert len(result["recomputed"]) >= 2, result
-    for metric, value in result["recomputed"].items():
-        assert result["evaluated"][metric] == pytest.approx(value, abs=1e-6), metric
-    assert result["reload_max_abs_diff"] <= 1e-6, result
-    # The optimizer state (its step count, read by the LR schedule) is saved too: the
-    # loaded model's resumed epoch continues from the saved count, down the cosine.
-    saved, after_resume = result["optimizer_iterations"]
-    assert (saved, after_resume) == (STEPS, 2 * STEPS), result
-    cosine = [LEARNING_RATE * 0.5 * (1 + math.cos(math.pi * min(s, DECAY_STEPS) / DECAY_STEPS))
-              for s in (saved, after_resume)]
-    assert result["learning_rate"] == pytest.approx(cosine, abs=1e-7), result
-    assert result["resumed_moved"] > 1e-6, result
-    if method in ("msd", "sdn"):
-        # Scheduled loss weights read the model's epoch counter: epoch 0 of 1 after the
-        # first fit, the same in the loaded file, epoch 1 of 2 in the resumed fit.
-        assert result["schedule"] == [[0.0, 1.0], [0.0, 1.0], [1.0, 2.0]], result
+    check_method_report(torch_runs["methods"][method], method)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -243,16 +187,8 @@ def test_every_method_file_from_torch_loads_on_tensorflow(torch_runs, method):
 
 def test_byot_train_backend_torch_runs_the_tf_data_pipeline_and_resumes(torch_runs):
     result = torch_runs["train"]
-    assert result["interrupted_after"] == 1
-    assert result["backend"] == "torch" and result["torch_version"], result
-    assert result["epochs"] == 2 and result["resumed_after"] == [1]
-    assert result["history_epochs"] == 2
-    assert result["replicas"] == 1
-    assert set(result["accuracy"]) == {"exit_1", "exit_2", "ensemble"}
-    from byot_keras import saving
-
-    # The run's model.keras (its optimizer trained on torch) loads on TensorFlow.
-    assert saving.load_model(result["model_file"]).exit_names == ["exit_1", "exit_2"]
+    # Its model.keras (the optimizer trained on torch) loads on TensorFlow.
+    check_interrupted_run(result, "torch", replicas=1)
     # Neither kind of data parallelism runs on torch: refused before any work.
     refused = result["refused"]
     assert "--strategy mirrored is a tf.distribute strategy" in refused["mirrored"]
