@@ -99,3 +99,50 @@ def test_kotlin_code_uses_only_real_names(export_dir, readme):
     assert {"image", "trunk_in", "trunk_out", "logits", "exit_2"} <= literals
     assert literals <= allowed, literals - allowed
 
+
+
+SHIPPED = README.parents[1] / "benchmarks" / "results" / "shipped_cifar10.json"
+
+
+def _table_after(text: str, heading: str) -> list[list[str]]:
+    """The rows of the first Markdown table after the line that starts with `heading`."""
+    rest = text[text.index(heading):]
+    lines = rest.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")),
+               len(lines))
+    return _table_rows("\n".join(lines[start:end]))
+
+
+def _percent(cell: str) -> float:
+    return float(cell.rstrip(" %"))
+
+
+def test_shipped_model_figures_are_the_measured_ones(readme):
+    """The shipped model's file and cascade tables quote benchmarks/results/
+    shipped_cifar10.json (written by `python -m benchmarks.shipped_cifar10`)."""
+    import json
+
+    result = json.loads(SHIPPED.read_text())
+    files = {(f["exit"], f["quantization"]): f for f in result["files"]}
+    rows = _table_after(readme, "Its files on all 10,000")
+    assert [row[0] for row in rows] == ["exit_1", "exit_2", "exit_3", "exit_4"]
+    for name, float_kb, float_top1, int8_kb, int8_top1, agreement in rows:
+        for quantization, kb, top1 in (("float32", float_kb, float_top1),
+                                       ("int8", int8_kb, int8_top1)):
+            measured = files[(name, quantization)]
+            assert _percent(top1) == pytest.approx(100 * measured["accuracy"], abs=0.005)
+            assert float(kb.split()[0].replace(",", "")) == round(measured["bytes"] / 1000)
+        assert _percent(agreement) == pytest.approx(
+            100 * files[(name, "int8")]["agreement_with_keras"], abs=0.005)
+    sweep = {row["threshold"]: row for row in result["sweep"]["float32"]}
+    rows = _table_after(readme, "The shipped CIFAR-10 model's float32 cascade")
+    assert len(rows) >= 4
+    for threshold, top1, mean_exit, mflops, fractions in rows:
+        measured = sweep[float(threshold)]
+        assert _percent(top1) == pytest.approx(100 * measured["accuracy"], abs=0.005)
+        assert float(mean_exit) == pytest.approx(measured["mean_exit"], abs=0.005)
+        assert float(mflops) == pytest.approx(measured["mean_mflops"], abs=0.05)
+        shares = [float(f) for f in fractions.rstrip(" %").split(" / ")]
+        assert shares == pytest.approx([100 * f for f in measured["exit_fractions"]],
+                                       abs=0.05)

@@ -437,7 +437,9 @@ def _check_exit_count(entry: dict, own: dict) -> None:
 
 def _measured_section(name: str, own: dict, measurements: Sequence[dict]) -> list[str]:
     entries = sorted((e for e in measurements if e["model"] == name),
-                     key=lambda e: (e["dataset"], e["method"], e["variant"], e["date"]))
+                     # the longest-trained models first: the figures a user can expect
+                     key=lambda e: (e["dataset"], -e["epochs"], e["method"], e["variant"],
+                                    e["date"]))
     for entry in entries:
         _check_exit_count(entry, own)
     lines = ["## Measured by us", ""]
@@ -457,6 +459,33 @@ def _measured_section(name: str, own: dict, measurements: Sequence[dict]) -> lis
         notes = f" {entry['notes']}" if entry.get("notes") else ""
         lines.append(f"{number}. `{entry['command']}` (numbers from "
                      f"`{entry['source']}`).{notes}")
+    return lines + [""]
+
+
+def _pretrained_section(name: str) -> list[str]:
+    """The weights registered for `name` (`zoo.list_pretrained`), with how to load them."""
+    checkpoints = zoo.list_pretrained(name)
+    if not checkpoints:
+        return []
+    lines = ["## Pretrained weights", "",
+             "Registered checkpoints (`zoo.list_pretrained()`); top-1 of the weights on the "
+             "whole test split, measured from the shipped file.", "",
+             "| weights | load with | method | data set | exits top-1, shallow to deep (%) "
+             "| ensemble (%) | test images | size |", "|---|---|---|---|---|---:|---:|---:|"]
+    for entry in checkpoints:
+        kwargs = {**entry["builder_kwargs"], "weights": entry["name"]}
+        accuracy = dict(entry["accuracy"])
+        ensemble = accuracy.pop("ensemble", None)
+        top1 = " / ".join(f"{v:.2f}" for _, v in sorted(accuracy.items(), key=lambda kv:
+                                                          natural_key(kv[0])))
+        size = f"{entry['size_bytes'] / 1e6:.1f} MB" if entry.get("size_bytes") else "-"
+        lines.append(f"| `{entry['name']}` | `{_call(name, kwargs)}` | {_cell(entry['method'])} "
+                     f"| {_cell(entry['dataset'])} | {top1} | {_percent(ensemble)} "
+                     f"| {entry['test_examples']:,} | {size} |")
+    lines.append("")
+    for entry in checkpoints:
+        lines.append(f"- `{entry['name']}`: `{entry['command']}`; {entry['notes']}; "
+                     f"SHA-256 `{entry['sha256']}`.")
     return lines + [""]
 
 
@@ -532,6 +561,7 @@ def render_card(name: str, facts: dict | None = None, measurements: Sequence[dic
             lines += _costs_section(name, config)
     else:
         lines += _parametric_card(name, own)
+    lines += _pretrained_section(name)
     lines += _published_section(name)
     lines += _measured_section(name, own, measurements)
     lines += _benchmarks_section(name, repo_root)
@@ -543,8 +573,9 @@ _README_HEAD = f"""# Model cards
 {GENERATED_MARKER}
 
 One card per registered model (`zoo.list_models()`): architecture, exits, parameters and
-FLOPs per exit, the papers' published CIFAR-100 top-1 where the architecture matches, and
-our measured top-1 with the command that produced it.
+FLOPs per exit, its pretrained weights (`zoo.list_pretrained()`), the papers' published
+CIFAR-100 top-1 where the architecture matches, and our measured top-1 with the command
+that produced it.
 
     {GENERATOR_COMMAND}                 # rebuilds every model (minutes)
     {GENERATOR_COMMAND} --reuse_facts   # re-renders; builds only models new to facts.json
