@@ -73,9 +73,14 @@ def read_run(folder: str) -> dict | None:
     exits = sorted((k for k in accuracy if k.startswith("exit_")), key=lambda k: int(k[5:]))
     deepest = exits[-1]
     last = [round(100 * float(row[f"val_{deepest}_accuracy"]), 2) for row in history[-3:]]
+    options = report["config"].get("method_options") or {}
+    method = report["config"]["method"]
     return {
         "folder": folder,
-        "method": report["config"]["method"],
+        "method": method,
+        # A method with non-default options is another variant (e.g. byot without its
+        # feature term), compared as its own row.
+        "variant": method + "".join(f" {k}={v}" for k, v in sorted(options.items())),
         "seed": report["config"]["seed"],
         "exits": [round(100 * accuracy[k], 2) for k in exits],
         "ensemble": round(100 * accuracy["ensemble"], 2),
@@ -92,11 +97,12 @@ def read_run(folder: str) -> dict | None:
     }
 
 
-def summarize(runs: list[dict]) -> dict:
-    """Per method: mean and half-range (the spread of two seeds) per exit and ensemble."""
+def summarize(runs: list[dict], key: str = "variant") -> dict:
+    """Per variant (or other `key` of the runs): mean and half-range (the spread of two
+    seeds) per exit and ensemble, and the difference to `ce`."""
     by_method = {}
     for run in runs:
-        by_method.setdefault(run["method"], []).append(run)
+        by_method.setdefault(run[key], []).append(run)
     summary = {}
     for method, group in by_method.items():
         group.sort(key=lambda r: r["seed"])
@@ -138,6 +144,13 @@ def unfinished_runs(runs_dir: str) -> list[str]:
     return found
 
 
+def _order(run: dict) -> tuple:
+    """Methods in METHODS' order (others after), each method's plain variant first."""
+    method = run["method"]
+    return (METHODS.index(method) if method in METHODS else len(METHODS), method,
+            run["variant"] != method, run["variant"])
+
+
 def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
     def pm(mean, spread):
         return f"{mean:.2f} +- {spread:.2f}"
@@ -153,8 +166,8 @@ def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
     lines += ["## Per run", "",
              "| method | seed | exits, shallow to deep | ensemble | last three evaluations "
              "(deepest) | s / epoch |", "|---|---:|---|---:|---|---:|"]
-    for run in sorted(runs, key=lambda r: (METHODS.index(r["method"]), r["seed"])):
-        lines.append(f"| {run['method']} | {run['seed']} | "
+    for run in sorted(runs, key=lambda r: (_order(r), r["seed"])):
+        lines.append(f"| {run['variant']} | {run['seed']} | "
                      f"{' / '.join(f'{a:.2f}' for a in run['exits'])} | "
                      f"{run['ensemble']:.2f} | "
                      f"{' / '.join(f'{a:.2f}' for a in run['last_three_deepest'])} | "
@@ -162,7 +175,7 @@ def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
     lines += ["", "## Per method (mean +- spread over seeds)", "",
               "| method | exits, shallow to deep | ensemble | deepest - ce | ensemble - ce "
               "(deepest) |", "|---|---|---:|---:|---:|"]
-    for method in (m for m in METHODS if m in summary):
+    for method in sorted(summary, key=lambda v: _order({"method": v.split()[0], "variant": v})):
         entry = summary[method]
         exits = " / ".join(pm(m, s) for m, s in zip(entry["exits_mean"],
                                                     entry["exits_spread"]))
@@ -173,7 +186,7 @@ def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
     best = max((r for r in runs if len(r["exits"]) > 1), key=lambda r: r["exits"][-1],
                default=None)
     if best and best["early_exit"]:
-        lines += ["", f"## Early exit: {best['method']} seed {best['seed']} (the best "
+        lines += ["", f"## Early exit: {best['variant']} seed {best['seed']} (the best "
                   "multi-exit run)", "",
                   "Answer at the first exit whose softmax confidence reaches the threshold. "
                   f"Exits cost {' / '.join(f'{m:.1f}' for m in best['exit_mflops'])} MFLOPs "
@@ -183,7 +196,7 @@ def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
             lines.append(f"| {row['threshold']:g} | {100 * row['accuracy']:.2f} | "
                          f"{row['mean_exit']:.2f} | {2 * row['mean_cost'] / 1e6:.1f} |")
     lines += ["", "## Commands", ""] + [f"    {run['command']}" for run in
-                                         sorted(runs, key=lambda r: (r["method"], r["seed"]))]
+                                         sorted(runs, key=lambda r: (_order(r), r["seed"]))]
     return "\n".join(lines) + "\n"
 
 
