@@ -129,8 +129,8 @@ def format_markdown(result: dict) -> str:
         lines += [f"## Early-exit cascade, {q}", ""] + _sweep_table(result["sweep"][q], False)
     lines.append("A threshold t answers at the first exit whose softmax confidence is >= t "
                  "(tflite/README.md, section 3); MFLOPs / image count what the cascade ran "
-                 "(trunk and the heads of every exit it passed). One untimed run per image, "
-                 f"load average {result['load']} at the start.")
+                 "(trunk and the heads of every exit it passed). One run per image, not "
+                 f"timed here; load average {result['load']} at the start.")
     if "timed_sweep" in result:
         lines += ["", f"## Latency of the cascade (first {TIMED_IMAGES:,} test images)", "",
                   "1 thread; each image's latency is the median of 3 runs; load average "
