@@ -63,7 +63,7 @@ def read_runs(runs_dir: str) -> tuple[list[dict], list[str]]:
     return runs, unfinished
 
 
-def render(runs: list[dict], summary: dict, unfinished: list[str]) -> str:
+def render(runs: list[dict], summary: dict, unfinished: list[str], note: str = "") -> str:
     def exits(values):
         return " / ".join(f"{v:.2f}" for v in values)
 
@@ -90,6 +90,8 @@ def render(runs: list[dict], summary: dict, unfinished: list[str]) -> str:
         lines.append(f"| {name} | {method}{', ' + options if options else ''} | {what} | "
                      f"{len(entry['seeds'])} | {cells} | {ensemble} | "
                      f"{entry.get('deepest_minus_ce', 0):+.2f} |")
+    if note:
+        lines += ["", note]
     lines += ["", "## Per run", "", "| variant | seed | exits, shallow to deep | ensemble | "
               "last three evaluations (deepest) |", "|---|---:|---|---:|---|"]
     order = list(VARIANTS)
@@ -109,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="benchmarks/results/byot_ablation_cifar10")
     parser.add_argument("--data_dir", default="../shared/data/tfds")
     parser.add_argument("--print_commands", action="store_true")
+    parser.add_argument("--note", default="", help="What the table shows, printed under it.")
     args = parser.parse_args(argv)
     if args.print_commands:
         print("\n".join(planned_commands(args.runs_dir, args.data_dir)))
@@ -118,10 +121,10 @@ def main(argv=None) -> int:
         print(f"No finished run in {args.runs_dir}.", file=sys.stderr)
         return 1
     summary = summarize(runs, key="name")
-    text = render(runs, summary, unfinished)
+    text = render(runs, summary, unfinished, args.note)
     for suffix, content in ((".md", text), (".json", json.dumps(
             {"budget": BUDGET, "variants": VARIANTS, "summary": summary, "runs": runs,
-             "unfinished": unfinished}, indent=1) + "\n")):
+             "unfinished": unfinished, "note": args.note}, indent=1) + "\n")):
         temporary = args.output + suffix + ".tmp"
         with open(temporary, "w") as f:
             f.write(content)
