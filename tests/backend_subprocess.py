@@ -15,8 +15,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 # tests/backend_helper.py's toy training: batch, steps per epoch, the cosine schedule.
 BATCH, STEPS, LEARNING_RATE, DECAY_STEPS = 16, 3, 0.05, 6
@@ -93,6 +91,8 @@ def check_method_report(result: dict, method: str) -> None:
     """Asserts what backend_helper.methods reported for one method: finite terms, every
     exit's accuracy logged and equal to that of predict's logits, the same logits after
     save / load, the optimizer state (the cosine schedule's step) saved and resumed."""
+    import pytest  # here: the helper scripts import this module's settings, not pytest
+
     assert result["finite"] and result["resumed_finite"], result
     assert "loss" in result["logged"], result
     if method not in ("multistructure", "dml", "hinton_kd"):
