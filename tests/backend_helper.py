@@ -137,16 +137,23 @@ def stop_after_first_epoch():
     return StopAfterFirstEpoch(), Interrupted
 
 
-#: The interrupted run's settings, as `train()` takes them and as byot-train's flags.
+#: The interrupted run's settings, as `train()` takes them (byot-train gets them as flags).
 DIGITS_RUN = dict(model="resnet18_byot", width_multiplier=0.125,
                   method_options={"head": "bottleneck", "exits": [2]}, batch_size=32,
                   train_examples=64, test_examples=32, augment=["flip"], verbose="0",
                   epochs=2, weight_decay=5e-4)  # the recipes' coupled decay
-DIGITS_FLAGS = ["--preset", "digits_quick", "--model", "resnet18_byot",
-                "--width_multiplier", "0.125", "--method_options", "head=bottleneck,exits=[2]",
-                "--batch_size", "32", "--train_examples", "64", "--test_examples", "32",
-                "--augment", "flip", "--verbose", "0", "--epochs", "2",
-                "--weight_decay", "5e-4"]
+
+
+def _as_flags(settings: dict) -> list[str]:
+    """byot-train's flags for `train()` settings (lists comma-joined, options as k=v)."""
+    flags = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={json.dumps(v)}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ",".join(map(str, value))
+        flags += [f"--{key}", str(value)]
+    return flags
 
 
 def interrupted_then_resumed(run_dir: Path, backend: str, start_on: str,
@@ -156,10 +163,8 @@ def interrupted_then_resumed(run_dir: Path, backend: str, start_on: str,
     KERAS_BACKEND=START_ON (another backend restarts itself), resumes it."""
     from byot_keras.train import make_config, train
 
-    settings, flags = dict(DIGITS_RUN, output_dir=str(run_dir)), list(DIGITS_FLAGS)
-    if strategy:
-        settings["strategy"] = strategy
-        flags += ["--strategy", strategy]
+    settings = dict(DIGITS_RUN, output_dir=str(run_dir), **({"strategy": strategy}
+                                                            if strategy else {}))
     callback, interrupted = stop_after_first_epoch()
     try:
         train(make_config("digits_quick", **settings), callbacks=[callback])
@@ -167,8 +172,8 @@ def interrupted_then_resumed(run_dir: Path, backend: str, start_on: str,
     except interrupted:
         pass
     interrupted_state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
-    command = [sys.executable, "-m", "byot_keras.train.cli", "--backend", backend, *flags,
-               "--output_dir", str(run_dir)]
+    command = [sys.executable, "-m", "byot_keras.train.cli", "--backend", backend,
+               "--preset", "digits_quick", *_as_flags(settings)]
     done = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND=start_on),
                           capture_output=True, text=True, timeout=600)
     if done.returncode:

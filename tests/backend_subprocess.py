@@ -54,36 +54,53 @@ def missing_module(python: str | None, module: str, variable: str, how: str) -> 
     return None
 
 
-def run_helpers(python: str, helper: Path, jobs: dict[str, list[str]], env: dict[str, str],
-                timeout: float, backend: str | None = None) -> dict:
-    """Runs `python helper *args` for every job at once (one per core) and merges the JSON
-    objects their last stdout lines print. With `backend`, each report must say it ran
-    on that Keras backend. A failing helper fails the test with the end of its stderr."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env,
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                       os.environ.get("PYTHONPATH")])))
+def run_processes(commands: dict[str, list[str]], env: dict[str, str],
+                  timeout: float) -> dict[str, tuple[int, str, str]]:
+    """Runs every command at once (one per core) from the project root; per name its
+    `(returncode, stdout, stderr)`. Anything still running on the way out is killed."""
     processes = {
-        name: subprocess.Popen([python, str(helper), *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-        for name, args in jobs.items()
+        name: subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env, cwd=ROOT)
+        for name, command in commands.items()
     }
-    reports = {}
+    results = {}
     try:
         for name, process in processes.items():
             stdout, stderr = process.communicate(timeout=timeout)
-            assert process.returncode == 0, (
-                f"{helper.name} {name} failed ({process.returncode}):\n{tail(stderr)}")
-            lines = stdout.strip().splitlines()
-            assert lines, f"{helper.name} {name} printed nothing:\n{tail(stderr)}"
-            report = json.loads(lines[-1])
-            if backend is not None:
-                assert report["backend"] == backend, report
-            reports.update(report)
+            results[name] = (process.returncode, stdout, stderr)
     finally:
         for process in processes.values():
             if process.poll() is None:
                 process.kill()
                 process.communicate()
+    return results
+
+
+def last_json_line(name: str, returncode: int, stdout: str, stderr: str) -> dict:
+    """The JSON object a helper printed last; a failed or silent helper fails the test
+    with the end of its stderr."""
+    assert returncode == 0, f"{name} helper failed ({returncode}):\n{tail(stderr)}"
+    lines = stdout.strip().splitlines()
+    assert lines, f"{name} helper printed nothing:\n{tail(stderr)}"
+    return json.loads(lines[-1])
+
+
+def run_helpers(python: str, helper: Path, jobs: dict[str, list[str]], env: dict[str, str],
+                timeout: float, backend: str | None = None) -> dict:
+    """Runs `python helper *args` for every job at once and merges the JSON objects their
+    last stdout lines print. With `backend`, each report must say it ran on that Keras
+    backend."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+                                                       os.environ.get("PYTHONPATH")])))
+    outcomes = run_processes({name: [python, str(helper), *args]
+                              for name, args in jobs.items()}, env, timeout)
+    reports = {}
+    for name, outcome in outcomes.items():
+        report = last_json_line(f"{helper.name} {name}", *outcome)
+        if backend is not None:
+            assert report["backend"] == backend, report
+        reports.update(report)
     return reports
 
 

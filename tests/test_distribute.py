@@ -17,14 +17,12 @@ models) is compared the same way on tiny dense networks.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from backend_subprocess import tail
+from backend_subprocess import last_json_line, run_processes
 
 tf = pytest.importorskip("tensorflow")
 
@@ -47,33 +45,14 @@ JOBS = {
 
 @pytest.fixture(scope="module")
 def reports():
+    # Each helper's outcome is kept, so a failing helper fails only its own tests.
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, str(HELPER), *args], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env, cwd=HELPER.parent.parent,
-        )
-        for name, args in JOBS.items()
-    }
-    results = {}
-    try:
-        for name, process in processes.items():
-            stdout, stderr = process.communicate(timeout=TIMEOUT)
-            results[name] = (process.returncode, stdout, stderr)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return results
+    return run_processes({name: [sys.executable, str(HELPER), *args]
+                          for name, args in JOBS.items()}, env, TIMEOUT)
 
 
 def _report(reports, name: str) -> dict:
-    returncode, stdout, stderr = reports[name]
-    assert returncode == 0, f"{name} helper failed ({returncode}):\n{tail(stderr)}"
-    lines = stdout.strip().splitlines()
-    assert lines, f"{name} helper printed nothing:\n{tail(stderr)}"
-    report = json.loads(lines[-1])
+    report = last_json_line(name, *reports[name])
     assert report["replicas"] == 2, report
     return report
 
