@@ -60,6 +60,28 @@ def planned_commands(runs_dir: str, data_dir: str, methods=METHODS) -> list[str]
             for method in methods for seed in SEEDS]
 
 
+def read_history(folder: str) -> list[dict]:
+    """The run's per-epoch test accuracies (%), in epoch order: one dict per epoch with
+    "epoch" (1-based) and every `exit_<i>` / `ensemble` the log has."""
+    path = os.path.join(folder, "log.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    history = []
+    for row in sorted(rows, key=lambda r: int(r["epoch"])):
+        entry = {"epoch": int(row["epoch"]) + 1}  # Keras' CSVLogger counts from 0
+        for key, value in row.items():
+            if key.startswith("val_") and key.endswith("_accuracy") and value:
+                entry[key[4:-9]] = round(100 * float(value), 2)
+        history.append(entry)
+    return history
+
+
+def _exit_keys(accuracy: dict) -> list[str]:
+    return sorted((k for k in accuracy if k.startswith("exit_")), key=lambda k: int(k[5:]))
+
+
 def read_run(folder: str) -> dict | None:
     """A finished run's figures (None while it has no report)."""
     report_path = os.path.join(folder, "report.json")
@@ -67,12 +89,11 @@ def read_run(folder: str) -> dict | None:
         return None
     with open(report_path) as f:
         report = json.load(f)
-    with open(os.path.join(folder, "log.csv"), newline="") as f:
-        history = list(csv.DictReader(f))
+    history = read_history(folder)
     accuracy = report["accuracy"]
-    exits = sorted((k for k in accuracy if k.startswith("exit_")), key=lambda k: int(k[5:]))
+    exits = _exit_keys(accuracy)
     deepest = exits[-1]
-    last = [round(100 * float(row[f"val_{deepest}_accuracy"]), 2) for row in history[-3:]]
+    last = [row[deepest] for row in history[-3:]]
     options = report["config"].get("method_options") or {}
     method = report["config"]["method"]
     return {
@@ -85,6 +106,7 @@ def read_run(folder: str) -> dict | None:
         "exits": [round(100 * accuracy[k], 2) for k in exits],
         "ensemble": round(100 * accuracy["ensemble"], 2),
         "last_three_deepest": last,
+        "deepest_by_epoch": [row[deepest] for row in history],
         "epochs": report["training"]["epochs_completed"],
         "train_seconds": report["training"]["train_seconds"],
         "train_seconds_per_epoch": round(report["training"]["train_seconds"]
@@ -128,20 +150,28 @@ def summarize(runs: list[dict], key: str = "variant") -> dict:
     return summary
 
 
-def unfinished_runs(runs_dir: str) -> list[str]:
-    """The study's run folders without a report yet, with their completed epochs."""
+def unfinished_runs(runs_dir: str) -> list[dict]:
+    """The study's run folders without a report yet: their completed epochs and the test
+    accuracies of the last one."""
     found = []
     for name in sorted(os.listdir(runs_dir)):
         folder = os.path.join(runs_dir, name)
         if name.startswith(TAG + "_") and not os.path.exists(os.path.join(folder,
                                                                             "report.json")):
-            log = os.path.join(folder, "log.csv")
-            epochs = 0
-            if os.path.exists(log):
-                with open(log, newline="") as f:
-                    epochs = len(list(csv.DictReader(f)))
-            found.append(f"{name} ({epochs} of {STUDY['epochs']} epochs)")
+            history = read_history(folder)
+            last = history[-1] if history else {}
+            found.append({"name": name, "epochs": last.get("epoch", 0),
+                          "exits": [last[k] for k in _exit_keys(last)],
+                          "ensemble": last.get("ensemble")})
     return found
+
+
+def at_same_epoch(runs: list[dict], variant: str, epoch: int) -> float | None:
+    """The mean deepest-exit accuracy of `variant`'s finished runs after `epoch` epochs,
+    so that a run in progress can be compared with them on the same schedule."""
+    values = [run["deepest_by_epoch"][epoch - 1] for run in runs
+              if run["variant"] == variant and len(run["deepest_by_epoch"]) >= epoch]
+    return round(statistics.mean(values), 2) if values else None
 
 
 def _order(run: dict) -> tuple:
@@ -151,7 +181,8 @@ def _order(run: dict) -> tuple:
             run["variant"] != method, run["variant"])
 
 
-def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
+def render(runs: list[dict], summary: dict, unfinished: list[dict] = (),
+           note: str = "") -> str:
     def pm(mean, spread):
         return f"{mean:.2f} +- {spread:.2f}"
 
@@ -160,9 +191,8 @@ def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
              "epochs-10, wd 5e-4, batch 128, pad-crop + flip) for "
              f"{STUDY['epochs']} epochs on all 50,000 training images; top-1 (%) on all "
              "10,000 test images. Spread: half the difference between the two seeds.", ""]
-    if unfinished:
-        lines += ["**In progress** (not in the tables below): " + ", ".join(unfinished)
-                  + ".", ""]
+    if note:
+        lines += ["## What the numbers show", "", note, ""]
     lines += ["## Per run", "",
              "| method | seed | exits, shallow to deep | ensemble | last three evaluations "
              "(deepest) | s / epoch |", "|---|---:|---|---:|---|---:|"]
@@ -183,6 +213,21 @@ def render(runs: list[dict], summary: dict, unfinished: list[str] = ()) -> str:
                      f"{pm(entry['ensemble_mean'], entry['ensemble_spread'])} | "
                      f"{entry.get('deepest_minus_ce', 0):+.2f} | "
                      f"{entry.get('ensemble_minus_ce', 0):+.2f} |")
+    if unfinished:
+        references = [v for v in ("ce", "byot") if v in summary]
+        lines += ["", "## In progress (not in the tables above)", "",
+                  "Test top-1 after the last completed epoch, beside the finished runs' "
+                  "deepest exit (mean of seeds) after the same epoch of the same schedule.",
+                  "", "| run | epochs | exits, shallow to deep | ensemble | "
+                  + " | ".join(f"{v} deepest, same epoch" for v in references) + " |",
+                  "|---|---:|---|---:|" + "---:|" * len(references)]
+        for run in unfinished:
+            same = [at_same_epoch(runs, v, run["epochs"]) for v in references]
+            ensemble = "-" if run["ensemble"] is None else f"{run['ensemble']:.2f}"
+            lines.append(f"| {run['name']} | {run['epochs']} of {STUDY['epochs']} | "
+                         f"{' / '.join(f'{a:.2f}' for a in run['exits']) or '-'} | "
+                         f"{ensemble} | "
+                         + " | ".join("-" if v is None else f"{v:.2f}" for v in same) + " |")
     best = max((r for r in runs if len(r["exits"]) > 1), key=lambda r: r["exits"][-1],
                default=None)
     if best and best["early_exit"]:
@@ -206,6 +251,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="benchmarks/results/study_cifar10")
     parser.add_argument("--print_commands", action="store_true")
     parser.add_argument("--data_dir", default="../shared/data/tfds")
+    parser.add_argument("--note", default="", help="What the tables show, printed above "
+                        "them (kept in the JSON).")
     args = parser.parse_args(argv)
     if args.print_commands:
         print("\n".join(planned_commands(args.runs_dir, args.data_dir)))
@@ -220,11 +267,12 @@ def main(argv=None) -> int:
     unfinished = unfinished_runs(args.runs_dir)
     from byot_keras.saving import write_text_atomically
 
+    text = render(runs, summary, unfinished, args.note)
     write_text_atomically(args.output + ".json", json.dumps(
-        {"study": STUDY, "runs": runs, "summary": summary, "unfinished": unfinished},
-        indent=2))
-    write_text_atomically(args.output + ".md", render(runs, summary, unfinished))
-    print(render(runs, summary, unfinished))
+        {"study": STUDY, "runs": runs, "summary": summary, "unfinished": unfinished,
+         "note": args.note}, indent=2))
+    write_text_atomically(args.output + ".md", text)
+    print(text)
     return 0
 
 

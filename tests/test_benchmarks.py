@@ -199,3 +199,34 @@ def test_byot_loss_terms_parts_add_up_to_the_official_loss_and_its_gradient():
     assert rows["deepest exit's CE"]["cosine_with_deepest_ce"] == pytest.approx(1.0)
     # Only the deepest exit's CE reaches the last stage alone; section 1 is shared by all.
     assert 0 < rows["total"]["section_1_gradient_norm"] < rows["total"]["trunk_gradient_norm"]
+
+
+def test_study_compares_a_run_in_progress_with_finished_runs_at_the_same_epoch(tmp_path):
+    from benchmarks import study_cifar10 as study
+
+    def log(folder, header, rows):
+        folder.mkdir()
+        (folder / "log.csv").write_text("\n".join([",".join(header)] + [
+            ",".join(map(str, row)) for row in rows]) + "\n")
+
+    # Rows out of order, as a resumed run may leave them; Keras counts epochs from 0.
+    log(tmp_path / "r18w025_ce_s0", ["epoch", "val_exit_1_accuracy"],
+        [[1, 0.6], [0, 0.5], [2, 0.7]])
+    log(tmp_path / "r18w025_ce_s1", ["epoch", "val_exit_1_accuracy"],
+        [[0, 0.4], [1, 0.5], [2, 0.9]])
+    log(tmp_path / "r18w025_msd_s0",
+        ["epoch", "val_ensemble_accuracy", "val_exit_2_accuracy", "val_exit_1_accuracy"],
+        [[0, 0.3, 0.2, 0.1], [1, 0.55, 0.5, 0.45]])
+    (tmp_path / "r18w025_ce_s0" / "report.json").write_text("{}")
+    (tmp_path / "r18w025_ce_s1" / "report.json").write_text("{}")
+
+    assert [row["epoch"] for row in study.read_history(tmp_path / "r18w025_ce_s0")] == [1, 2, 3]
+    (progress,) = study.unfinished_runs(str(tmp_path))
+    assert progress == {"name": "r18w025_msd_s0", "epochs": 2, "exits": [45.0, 50.0],
+                        "ensemble": 55.0}
+    finished = [{"variant": "ce", "deepest_by_epoch": [row["exit_1"] for row in
+                                                       study.read_history(tmp_path / name)]}
+                for name in ("r18w025_ce_s0", "r18w025_ce_s1")]
+    assert study.at_same_epoch(finished, "ce", 2) == 55.0  # (60 + 50) / 2
+    assert study.at_same_epoch(finished, "ce", 4) is None
+    assert study.at_same_epoch(finished, "byot", 2) is None
