@@ -169,6 +169,8 @@ def unfinished_runs(runs_dir: str) -> list[dict]:
 def at_same_epoch(runs: list[dict], variant: str, epoch: int) -> float | None:
     """The mean deepest-exit accuracy of `variant`'s finished runs after `epoch` epochs,
     so that a run in progress can be compared with them on the same schedule."""
+    if epoch < 1:
+        return None
     values = [run["deepest_by_epoch"][epoch - 1] for run in runs
               if run["variant"] == variant and len(run["deepest_by_epoch"]) >= epoch]
     return round(statistics.mean(values), 2) if values else None
@@ -179,6 +181,36 @@ def _order(run: dict) -> tuple:
     method = run["method"]
     return (METHODS.index(method) if method in METHODS else len(METHODS), method,
             run["variant"] != method, run["variant"])
+
+
+def early_exit_section(runs: list[dict]) -> list[str]:
+    """The early-exit curve of each multi-exit variant's best run (highest deepest exit),
+    side by side: what a threshold buys with each method's weights."""
+    best = {}
+    for run in runs:
+        if len(run["exits"]) > 1 and run["early_exit"] and (
+                run["variant"] not in best
+                or run["exits"][-1] > best[run["variant"]]["exits"][-1]):
+            best[run["variant"]] = run
+    if not best:
+        return []
+    chosen = [best[v] for v in sorted(best, key=lambda v: _order(best[v]))]
+    costs = {tuple(run["exit_mflops"]) for run in chosen}
+    lines = ["", "## Early exit: the best run of each multi-exit method", "",
+             "Answer at the first exit whose softmax confidence reaches the threshold; "
+             "top-1 (%) and MFLOPs per image. Exits cost "
+             + "; ".join(" / ".join(f"{m:.1f}" for m in c) for c in sorted(costs))
+             + " MFLOPs alone (the deepest exit alone: the last figure).", "",
+             "| threshold | " + " | ".join(f"{r['variant']} seed {r['seed']}" for r in chosen)
+             + " |", "|---:|" + "---:|" * len(chosen)]
+    for i, row in enumerate(chosen[0]["early_exit"]):
+        cells = []
+        for run in chosen:
+            point = run["early_exit"][i]
+            assert point["threshold"] == row["threshold"], "the runs' thresholds differ"
+            cells.append(f"{100 * point['accuracy']:.2f} at {2 * point['mean_cost'] / 1e6:.1f}")
+        lines.append(f"| {row['threshold']:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render(runs: list[dict], summary: dict, unfinished: list[dict] = (),
@@ -228,18 +260,7 @@ def render(runs: list[dict], summary: dict, unfinished: list[dict] = (),
                          f"{' / '.join(f'{a:.2f}' for a in run['exits']) or '-'} | "
                          f"{ensemble} | "
                          + " | ".join("-" if v is None else f"{v:.2f}" for v in same) + " |")
-    best = max((r for r in runs if len(r["exits"]) > 1), key=lambda r: r["exits"][-1],
-               default=None)
-    if best and best["early_exit"]:
-        lines += ["", f"## Early exit: {best['variant']} seed {best['seed']} (the best "
-                  "multi-exit run)", "",
-                  "Answer at the first exit whose softmax confidence reaches the threshold. "
-                  f"Exits cost {' / '.join(f'{m:.1f}' for m in best['exit_mflops'])} MFLOPs "
-                  "alone.", "",
-                  "| threshold | top-1 | mean exit | MFLOPs per image |", "|---:|---:|---:|---:|"]
-        for row in best["early_exit"]:
-            lines.append(f"| {row['threshold']:g} | {100 * row['accuracy']:.2f} | "
-                         f"{row['mean_exit']:.2f} | {2 * row['mean_cost'] / 1e6:.1f} |")
+    lines += early_exit_section(runs)
     lines += ["", "## Commands", ""] + [f"    {run['command']}" for run in
                                          sorted(runs, key=lambda r: (_order(r), r["seed"]))]
     return "\n".join(lines) + "\n"

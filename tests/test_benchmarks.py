@@ -229,4 +229,5 @@ def test_study_compares_a_run_in_progress_with_finished_runs_at_the_same_epoch(t
                 for name in ("r18w025_ce_s0", "r18w025_ce_s1")]
     assert study.at_same_epoch(finished, "ce", 2) == 55.0  # (60 + 50) / 2
     assert study.at_same_epoch(finished, "ce", 4) is None
+    assert study.at_same_epoch(finished, "ce", 0) is None  # a run that has just started
     assert study.at_same_epoch(finished, "byot", 2) is None
