@@ -198,6 +198,13 @@ def test_a_shipped_checkpoint_gives_its_listed_accuracy_in_a_fresh_process(build
             assert abs(result["measured"][exit_name] - listed) <= 0.1, (exit_name, result)
 
 
+def test_the_shipped_weights_stay_under_10_mb_together():
+    """Every checkpoint shipped inside the package counts against the wheel's size."""
+    files = [pretrained.WEIGHTS_DIR / e["file"] for e in pretrained.list_pretrained()
+             if e["source"] == "shipped"]
+    assert files and sum(f.stat().st_size for f in files) < 10_000_000
+
+
 def test_the_shipped_weights_are_part_of_the_built_package(tmp_path):
     """setup.py's package_data puts every shipped checkpoint and its index into the
     package (build_py: what pip installs)."""
