@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+SHIPPED_LIMIT_BYTES = 10_000_000  # all shipped checkpoints together (issue 15)
 
 
 def evaluate(model, dataset: str, data_dir: str | None, normalization: dict) -> dict:
@@ -63,16 +66,35 @@ def main(argv=None) -> int:
     with open(os.path.join(args.run, "report.json")) as f:
         report = json.load(f)
     trained = load_model(os.path.join(args.run, "model.keras"))
+    # The keywords byot-train built the network with (a method other than byot, e.g. msd,
+    # changes the heads): what a user must pass to get the same network.
     keywords = {"num_classes": int(trained.num_classes),
                 "width_multiplier": config["width_multiplier"]}
+    if config["method"] != "byot" and args.builder.endswith("_byot"):
+        keywords["method"] = config["method"]
+    keywords.update(config.get("method_options") or {})
     file_name = f"{args.builder}_{args.name}.npz"
     path = pretrained.WEIGHTS_DIR / file_name
-    path.parent.mkdir(exist_ok=True)
-    pretrained.save_weights_by_name(trained.network, path)
-    # Loaded as a user loads it: the builder, the file, nothing of the run.
-    model = zoo.create_model(args.builder, weights=str(path), **keywords)
-    normalization = report["dataset"]["normalization"]
-    accuracy, examples = evaluate(model, config["dataset"], args.data_dir, normalization)
+    with tempfile.TemporaryDirectory() as scratch:
+        # Written and checked aside; the package's folder only gets a file that loads
+        # through the builder and fits the size limit.
+        candidate = os.path.join(scratch, file_name)
+        pretrained.save_weights_by_name(trained.network, candidate)
+        others = sum(pretrained.WEIGHTS_DIR.joinpath(e["file"]).stat().st_size
+                     for e in pretrained.list_pretrained()
+                     if e["source"] == "shipped" and e["file"] != file_name)
+        size = os.path.getsize(candidate)
+        if others + size >= SHIPPED_LIMIT_BYTES:
+            raise SystemExit(f"{file_name} ({size / 1e6:.2f} MB) would bring the shipped "
+                             f"weights to {(others + size) / 1e6:.2f} MB, over the "
+                             f"{SHIPPED_LIMIT_BYTES / 1e6:.0f} MB limit: register it by URL "
+                             "instead (README, 'Register your own checkpoints').")
+        # Loaded as a user loads it: the builder, the file, nothing of the run.
+        model = zoo.create_model(args.builder, weights=candidate, **keywords)
+        normalization = report["dataset"]["normalization"]
+        accuracy, examples = evaluate(model, config["dataset"], args.data_dir, normalization)
+        path.parent.mkdir(exist_ok=True)
+        shutil.move(candidate, path)
     entry = {
         "builder": args.builder, "name": args.name, "file": file_name,
         "sha256": pretrained.sha256_of(path), "size_bytes": path.stat().st_size,
