@@ -195,12 +195,17 @@ def early_exit_section(runs: list[dict]) -> list[str]:
     if not best:
         return []
     chosen = [best[v] for v in sorted(best, key=lambda v: _order(best[v]))]
-    costs = {tuple(run["exit_mflops"]) for run in chosen}
+    def costs(run):
+        return " / ".join(f"{m:.1f}" for m in run["exit_mflops"])
+
+    if len({costs(run) for run in chosen}) == 1:
+        cost_text = costs(chosen[0])
+    else:  # methods whose heads differ (msd's are backbone blocks)
+        cost_text = "; ".join(f"{run['variant']} {costs(run)}" for run in chosen)
     lines = ["", "## Early exit: the best run of each multi-exit method", "",
              "Answer at the first exit whose softmax confidence reaches the threshold; "
-             "top-1 (%) and MFLOPs per image. Exits cost "
-             + "; ".join(" / ".join(f"{m:.1f}" for m in c) for c in sorted(costs))
-             + " MFLOPs alone (the deepest exit alone: the last figure).", "",
+             "top-1 (%) and MFLOPs per image. Each exit alone costs (MFLOPs, shallow to "
+             f"deep) {cost_text}.", "",
              "| threshold | " + " | ".join(f"{r['variant']} seed {r['seed']}" for r in chosen)
              + " |", "|---:|" + "---:|" * len(chosen)]
     for i, row in enumerate(chosen[0]["early_exit"]):
@@ -215,8 +220,9 @@ def early_exit_section(runs: list[dict]) -> list[str]:
 
 def render(runs: list[dict], summary: dict, unfinished: list[dict] = (),
            note: str = "") -> str:
-    def pm(mean, spread):
-        return f"{mean:.2f} +- {spread:.2f}"
+    def pm(mean, spread, seeds):
+        # One seed has no spread to show: no "+- 0.00" that reads as a measured one.
+        return f"{mean:.2f} +- {spread:.2f}" if seeds > 1 else f"{mean:.2f}"
 
     lines = ["# Converged study: resnet18_byot x0.25 on the full CIFAR-10", "",
              "Every run: the `byot_cifar` preset (SGD 0.9, lr 0.1 /10 at 1/3, 2/3 and "
@@ -235,14 +241,15 @@ def render(runs: list[dict], summary: dict, unfinished: list[dict] = (),
                      f"{' / '.join(f'{a:.2f}' for a in run['last_three_deepest'])} | "
                      f"{run['train_seconds_per_epoch']:.0f} |")
     lines += ["", "## Per method (mean +- spread over seeds)", "",
-              "| method | exits, shallow to deep | ensemble | deepest - ce | ensemble - ce "
-              "(deepest) |", "|---|---|---:|---:|---:|"]
+              "| method | seeds | exits, shallow to deep | ensemble | deepest - ce | "
+              "ensemble - ce (deepest) |", "|---|---:|---|---:|---:|---:|"]
     for method in sorted(summary, key=lambda v: _order({"method": v.split()[0], "variant": v})):
         entry = summary[method]
-        exits = " / ".join(pm(m, s) for m, s in zip(entry["exits_mean"],
-                                                    entry["exits_spread"]))
-        lines.append(f"| {method} | {exits} | "
-                     f"{pm(entry['ensemble_mean'], entry['ensemble_spread'])} | "
+        seeds = len(entry["seeds"])
+        exits = " / ".join(pm(m, s, seeds) for m, s in zip(entry["exits_mean"],
+                                                           entry["exits_spread"]))
+        lines.append(f"| {method} | {seeds} | {exits} | "
+                     f"{pm(entry['ensemble_mean'], entry['ensemble_spread'], seeds)} | "
                      f"{entry.get('deepest_minus_ce', 0):+.2f} | "
                      f"{entry.get('ensemble_minus_ce', 0):+.2f} |")
     if unfinished:

@@ -231,3 +231,18 @@ def test_study_compares_a_run_in_progress_with_finished_runs_at_the_same_epoch(t
     assert study.at_same_epoch(finished, "ce", 4) is None
     assert study.at_same_epoch(finished, "ce", 0) is None  # a run that has just started
     assert study.at_same_epoch(finished, "byot", 2) is None
+
+
+def test_readme_quotes_the_study_as_rendered():
+    """The README's summary of the converged study states the figures of
+    benchmarks/results/study_cifar10.json (re-rendering the study with more runs makes
+    this fail until the README says what the new table says)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    summary = json.loads((root / "benchmarks/results/study_cifar10.json").read_text())["summary"]
+    readme = " ".join((root / "README.md").read_text().split())
+    byot, ce, msd = summary["byot"], summary["ce"], summary["msd"]
+    assert (f"`byot` {byot['exits_mean'][-1]:.2f} +- {byot['exits_spread'][-1]:.2f} % "
+            f"against `ce`'s {ce['exits_mean'][-1]:.2f}") in readme
+    assert f"`msd` {msd['exits_mean'][-1]:.2f} % (one seed of two;" in readme
