@@ -195,6 +195,7 @@ def early_exit_section(runs: list[dict]) -> list[str]:
     if not best:
         return []
     chosen = [best[v] for v in sorted(best, key=lambda v: _order(best[v]))]
+
     def costs(run):
         return " / ".join(f"{m:.1f}" for m in run["exit_mflops"])
 
@@ -212,7 +213,9 @@ def early_exit_section(runs: list[dict]) -> list[str]:
         cells = []
         for run in chosen:
             point = run["early_exit"][i]
-            assert point["threshold"] == row["threshold"], "the runs' thresholds differ"
+            if point["threshold"] != row["threshold"]:
+                raise ValueError(f"{run['folder']}: its early-exit thresholds differ from "
+                                 f"{chosen[0]['folder']}'s; re-run them alike to compare.")
             cells.append(f"{100 * point['accuracy']:.2f} at {2 * point['mean_cost'] / 1e6:.1f}")
         lines.append(f"| {row['threshold']:g} | " + " | ".join(cells) + " |")
     return lines
