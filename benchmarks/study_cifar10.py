@@ -30,10 +30,11 @@ def run_command(config: dict, data_dir: str | None = None) -> str:
     """The `byot-train` command that reproduces the run of `config` (a config.json): the
     preset plus every setting that differs from it."""
     from byot_keras.train import make_config
+    from byot_keras.train.cli import flags_for
 
     preset = config.get("preset")
     base = make_config(preset).to_dict() if preset else make_config().to_dict()
-    parts = ["byot-train"] + ([f"--preset {preset}"] if preset else [])
+    differing = {}
     for key, value in config.items():
         if key in ("preset", "verbose", "overwrite") or base.get(key) == value:
             continue
@@ -41,15 +42,9 @@ def run_command(config: dict, data_dir: str | None = None) -> str:
             value = data_dir
         if key == "output_dir":  # where the study kept it is no business of the reader's
             value = f"runs/{os.path.basename(str(value).rstrip('/'))}"
-        if isinstance(value, bool):
-            parts.append(f"--{key}" if value else f"--no{key}")
-        elif isinstance(value, list):
-            parts.append(f"--{key} {','.join(map(str, value))}")
-        elif isinstance(value, dict):
-            parts.append(f"--{key} " + ",".join(f"{k}={json.dumps(v)}" for k, v in value.items()))
-        else:
-            parts.append(f"--{key} {value}")
-    return " ".join(parts)
+        differing[key] = value
+    return " ".join(["byot-train", *([f"--preset {preset}"] if preset else []),
+                     *flags_for(differing)])
 
 
 def planned_commands(runs_dir: str, data_dir: str, methods=METHODS) -> list[str]:

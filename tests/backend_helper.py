@@ -144,24 +144,13 @@ DIGITS_RUN = dict(model="resnet18_byot", width_multiplier=0.125,
                   epochs=2, weight_decay=5e-4)  # the recipes' coupled decay
 
 
-def _as_flags(settings: dict) -> list[str]:
-    """byot-train's flags for `train()` settings (lists comma-joined, options as k=v)."""
-    flags = []
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            value = ",".join(f"{k}={json.dumps(v)}" for k, v in value.items())
-        elif isinstance(value, list):
-            value = ",".join(map(str, value))
-        flags += [f"--{key}", str(value)]
-    return flags
-
-
 def interrupted_then_resumed(run_dir: Path, backend: str, start_on: str,
                              strategy: str | None = None) -> dict:
     """byot-train on the embedded digits: `train()` in this process, interrupted after
     epoch 1 of 2; then `byot-train --backend BACKEND` with the same settings, started with
     KERAS_BACKEND=START_ON (another backend restarts itself), resumes it."""
     from byot_keras.train import make_config, train
+    from byot_keras.train.cli import flags_for
 
     settings = dict(DIGITS_RUN, output_dir=str(run_dir), **({"strategy": strategy}
                                                             if strategy else {}))
@@ -173,7 +162,7 @@ def interrupted_then_resumed(run_dir: Path, backend: str, start_on: str,
         pass
     interrupted_state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
     command = [sys.executable, "-m", "byot_keras.train.cli", "--backend", backend,
-               "--preset", "digits_quick", *_as_flags(settings)]
+               "--preset", "digits_quick", *flags_for(settings)]
     done = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND=start_on),
                           capture_output=True, text=True, timeout=600)
     if done.returncode:

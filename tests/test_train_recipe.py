@@ -199,6 +199,21 @@ def test_flags_override_the_preset():
     assert config.method_options == {"temperature": 4}
 
 
+def test_flags_for_settings_parse_back_to_the_same_config():
+    """`flags_for` (what the study and the resume tests hand byot-train) is the inverse of
+    the flag parser: every kind of value (number, string, list, bool both ways, method
+    options with a list inside) comes back as given."""
+    settings = dict(model="resnet18_byot", epochs=3, lr=0.05, augment=["pad_crop", "flip"],
+                    cache=False, deterministic=True,
+                    method_options={"head": "bottleneck", "exits": [2], "temperature": 4})
+    flag_values = cli.flags.FlagValues()
+    cli.define_flags(flag_values)
+    flag_values(["byot-train", "--preset", "digits_quick", *cli.flags_for(settings)])
+    config = cli.config_from_flags(flag_values)
+    assert config == make_config("digits_quick", **settings)
+    assert config.cache is False and config.deterministic is True
+
+
 def test_weight_decay_adds_wd_times_w_to_every_gradient():
     import tensorflow as tf
 

@@ -40,6 +40,24 @@ def parse_method_options(entries: list[str]) -> dict:
     return options
 
 
+def flags_for(settings: dict) -> list[str]:
+    """byot-train's command-line arguments for TrainConfig settings, the inverse of
+    `config_from_flags`: {"epochs": 2, "augment": ["flip"], "cache": False,
+    "method_options": {"head": "bottleneck"}} -> ["--epochs", "2", "--augment", "flip",
+    "--nocache", "--method_options", 'head="bottleneck"']."""
+    arguments = []
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            arguments.append(f"--{key}" if value else f"--no{key}")
+            continue
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={json.dumps(v)}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ",".join(map(str, value))
+        arguments += [f"--{key}", str(value)]
+    return arguments
+
+
 def config_from_flags(flag_values) -> object:
     """The TrainConfig of the parsed flags: the preset, then the flags given explicitly."""
     from byot_keras.train.config import TrainConfig
