@@ -73,6 +73,26 @@ def test_a_path_to_npz_or_keras_loads_every_weight(source):
         assert_same_weights(model, source["model"])
 
 
+def test_weights_stored_as_float16_load_as_their_rounded_values(source, tmp_path):
+    """Half the file; every weight the float32 value rounded to float16 (NumPy's cast as
+    the reference); values beyond float16's range are refused, naming the array."""
+    half = pretrained.save_weights_by_name(source["model"].network, tmp_path / "half.npz",
+                                           dtype="float16")
+    full_size = (source["folder"] / "r18.npz").stat().st_size
+    assert (tmp_path / "half.npz").stat().st_size < 0.55 * full_size
+    model = zoo.resnet18_byot(num_classes=10, weights=half, **CONFIG)
+    got, want = network_arrays(model), network_arrays(source["model"])
+    for key in want:
+        assert got[key].dtype == np.float32
+        np.testing.assert_array_equal(got[key], want[key].astype(np.float16).astype(np.float32),
+                                      err_msg=key)
+    layer = next(layer for layer in model.network.layers if layer.weights)
+    layer.set_weights([np.full(w.shape, 7e4, "float32") for w in layer.weights])
+    with pytest.raises(ValueError, match=rf"'{layer.name}:0' holds values up to 7e\+04"):
+        pretrained.save_weights_by_name(model.network, tmp_path / "over.npz", dtype="float16")
+    assert not (tmp_path / "over.npz").exists()
+
+
 def test_a_registered_file_checkpoint_loads_and_is_listed(source):
     pretrained.register_pretrained(
         "resnet18_byot", "test_local", file=source["npz"], sha256=source["sha256"],

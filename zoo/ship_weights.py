@@ -2,6 +2,8 @@
 
     python zoo/ship_weights.py --run /work/runs/study/r18w025_byot_s1 \\
         --builder resnet18_byot --name cifar10 --data_dir ../shared/data/tfds
+    python zoo/ship_weights.py --run /work/runs/study/r18w025_msd_s0 \\
+        --builder resnet18_byot --name cifar10_msd --stored_dtype float16 ...
 
 Reads the run folder's `model.keras` and `config.json` (a `byot-train` run), saves its
 network's weights by layer name into `byot_keras/zoo/weights/<builder>_<name>.npz`, then
@@ -54,6 +56,9 @@ def main(argv=None) -> int:
                         "for (resnet18_byot; resnet18 for a run of method ce).")
     parser.add_argument("--name", required=True, help="The checkpoint name (cifar10).")
     parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--stored_dtype", choices=("float32", "float16"), default="float32",
+                        help="float16 halves the file; the accuracy listed is then that of "
+                        "the float16 weights, measured after loading.")
     args = parser.parse_args(argv)
 
     from benchmarks.study_cifar10 import run_command
@@ -79,7 +84,8 @@ def main(argv=None) -> int:
         # Written and checked aside; the package's folder only gets a file that loads
         # through the builder and fits the size limit.
         candidate = os.path.join(scratch, file_name)
-        pretrained.save_weights_by_name(trained.network, candidate)
+        pretrained.save_weights_by_name(trained.network, candidate,
+                                        dtype=args.stored_dtype)
         others = sum(pretrained.WEIGHTS_DIR.joinpath(e["file"]).stat().st_size
                      for e in pretrained.list_pretrained()
                      if e["source"] == "shipped" and e["file"] != file_name)
@@ -95,6 +101,8 @@ def main(argv=None) -> int:
         accuracy, examples = evaluate(model, config["dataset"], args.data_dir, normalization)
         path.parent.mkdir(exist_ok=True)
         shutil.move(candidate, path)
+    stored = ("" if args.stored_dtype == "float32" else
+              f"; stored as {args.stored_dtype}, loaded as float32")
     entry = {
         "builder": args.builder, "name": args.name, "file": file_name,
         "sha256": pretrained.sha256_of(path), "size_bytes": path.stat().st_size,
@@ -103,7 +111,7 @@ def main(argv=None) -> int:
         "normalization": normalization,
         "command": run_command(config, "../shared/data/tfds"),
         "notes": (f"{report['training']['epochs_completed']} epochs, seed {config['seed']}; "
-                  "top-1 (%) of these weights on the whole test split"),
+                  f"top-1 (%) of these weights on the whole test split{stored}"),
     }
     index = pretrained.SHIPPED_INDEX
     entries = json.loads(index.read_text()) if index.exists() else []

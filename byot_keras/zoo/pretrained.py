@@ -229,16 +229,32 @@ def _require_hash(path: Path, checkpoint: Checkpoint, where: str) -> None:
             "registered one. Nothing was loaded (and nothing was cached).")
 
 
-def save_weights_by_name(network, path) -> str:
+def save_weights_by_name(network, path, *, dtype: str | None = None) -> str:
     """Saves every weighted layer of `network` (a model's `.network`) into the `.npz`
     file `path`, keyed by layer name: the format of shipped checkpoints, which loads
-    into a network built by the same builder whatever its layer order."""
+    into a network built by the same builder whatever its layer order.
+
+    `dtype="float16"` stores the floating-point arrays at half the size (loading casts
+    them back to the layers' dtype; measure the accuracy of what was stored). An array
+    that does not fit the dtype's range is refused, naming it.
+    """
     from byot_keras.saving import replace_atomically
 
     arrays = {f"{layer.name}:{index}": np.asarray(weight)
               for layer in network.layers for index, weight in enumerate(layer.weights)}
     if not str(path).endswith(".npz"):
         raise ValueError(f"Weights by name go to a .npz file; got '{path}'.")
+    if dtype is not None:
+        if dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype={dtype!r}: store weights as 'float16' or 'float32'.")
+        limit = np.finfo(dtype).max
+        for key, array in arrays.items():
+            if np.issubdtype(array.dtype, np.floating):
+                if np.any(np.abs(array) > limit):
+                    raise ValueError(f"'{key}' holds values up to {np.abs(array).max():.4g}, "
+                                     f"beyond {dtype}'s range ({limit:.4g}): store it as "
+                                     "float32.")
+                arrays[key] = array.astype(dtype)
 
     def write(temporary):
         with open(temporary, "wb") as f:
