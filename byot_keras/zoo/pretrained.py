@@ -332,6 +332,8 @@ def _effective(model, key: str):
 
     from byot_keras import zoo
 
+    if key == "method":  # not a network keyword, but it chooses the heads (msd: blocks)
+        return getattr(getattr(model, "objective", None), "method", None)
     record = model.builder or {}
     if key in ("num_classes", "input_shape") and key in record:
         return record[key]
