@@ -216,8 +216,8 @@ def test_every_shipped_checkpoint_gives_its_listed_accuracy_in_a_fresh_process(c
     import subprocess
     import sys
 
-    shipped = [(e["builder"], e["name"]) for e in pretrained.list_pretrained()
-               if e["source"] == "shipped" and e["dataset"] == "cifar10"]
+    shipped = [(e["builder"], e["name"]) for e in pretrained.shipped_entries()
+               if e["dataset"] == "cifar10"]
     assert shipped
     done = subprocess.run([sys.executable, "-c", SHIPPED_CHECK, cifar10_dir,
                            json.dumps(shipped)], capture_output=True, text=True, timeout=900)
@@ -234,8 +234,7 @@ def test_every_shipped_checkpoint_gives_its_listed_accuracy_in_a_fresh_process(c
 
 def test_the_shipped_weights_stay_under_10_mb_together():
     """Every checkpoint shipped inside the package counts against the wheel's size."""
-    files = [pretrained.WEIGHTS_DIR / e["file"] for e in pretrained.list_pretrained()
-             if e["source"] == "shipped"]
+    files = [pretrained.WEIGHTS_DIR / e["file"] for e in pretrained.shipped_entries()]
     assert files and sum(f.stat().st_size for f in files) < 10_000_000
 
 
@@ -245,7 +244,7 @@ def test_the_shipped_weights_are_part_of_the_built_package(tmp_path):
     import subprocess
     import sys
 
-    shipped = [e["file"] for e in pretrained.list_pretrained() if e["source"] == "shipped"]
+    shipped = [e["file"] for e in pretrained.shipped_entries()]
     assert shipped, "no checkpoint is shipped"
     root = pretrained.WEIGHTS_DIR.parents[2]
     subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-d", str(tmp_path)],

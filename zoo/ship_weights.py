@@ -2,7 +2,7 @@
 
     python zoo/ship_weights.py --run /work/runs/study/r18w025_byot_s1 \\
         --builder resnet18_byot --name cifar10 --data_dir ../shared/data/tfds
-    python zoo/ship_weights.py --run /work/runs/study/r18w025_msd_s0 \\
+    python zoo/ship_weights.py --run /work/runs/study/r18w025_msd_s1 \\
         --builder resnet18_byot --name cifar10_msd --stored_dtype float16 ...
 
 Reads the run folder's `model.keras` and `config.json` (a `byot-train` run), saves its
@@ -87,8 +87,7 @@ def main(argv=None) -> int:
         pretrained.save_weights_by_name(trained.network, candidate,
                                         dtype=args.stored_dtype)
         others = sum(pretrained.WEIGHTS_DIR.joinpath(e["file"]).stat().st_size
-                     for e in pretrained.list_pretrained()
-                     if e["source"] == "shipped" and e["file"] != file_name)
+                     for e in pretrained.shipped_entries() if e["file"] != file_name)
         size = os.path.getsize(candidate)
         if others + size >= SHIPPED_LIMIT_BYTES:
             raise SystemExit(f"{file_name} ({size / 1e6:.2f} MB) would bring the shipped "
@@ -113,10 +112,9 @@ def main(argv=None) -> int:
         "notes": (f"{report['training']['epochs_completed']} epochs, seed {config['seed']}; "
                   f"top-1 (%) of these weights on the whole test split{stored}"),
     }
-    index = pretrained.SHIPPED_INDEX
-    entries = json.loads(index.read_text()) if index.exists() else []
-    entries = [e for e in entries if (e["builder"], e["name"]) != (args.builder, args.name)]
-    write_text_atomically(str(index), json.dumps(sorted(
+    entries = [e for e in pretrained.shipped_entries()
+               if (e["builder"], e["name"]) != (args.builder, args.name)]
+    write_text_atomically(str(pretrained.SHIPPED_INDEX), json.dumps(sorted(
         [*entries, entry], key=lambda e: (e["builder"], e["name"])), indent=2) + "\n")
     print(json.dumps(entry, indent=2))
     return 0

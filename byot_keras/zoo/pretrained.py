@@ -145,6 +145,12 @@ def _load_indexes() -> None:
                                 sha256=entry.pop("sha256"), **entry)
 
 
+def shipped_entries() -> list[dict]:
+    """The entries of the package's own index: the checkpoints whose files ship inside
+    the package (not those registered at run time, which may also be local files)."""
+    return json.loads(SHIPPED_INDEX.read_text()) if SHIPPED_INDEX.exists() else []
+
+
 def list_pretrained(pattern: str = "*") -> list[dict]:
     """Every registered checkpoint of the builders matching `pattern`: builder and the
     keywords the weights need, data set, per-exit and ensemble test accuracy (%), file
