@@ -245,4 +245,7 @@ def test_readme_quotes_the_study_as_rendered():
     byot, ce, msd = summary["byot"], summary["ce"], summary["msd"]
     assert (f"`byot` {byot['exits_mean'][-1]:.2f} +- {byot['exits_spread'][-1]:.2f} % "
             f"against `ce`'s {ce['exits_mean'][-1]:.2f}") in readme
-    assert f"`msd` {msd['exits_mean'][-1]:.2f} % (one seed of two;" in readme
+    assert f"`msd` {msd['exits_mean'][-1]:.2f} +- {msd['exits_spread'][-1]:.2f} %" in readme
+    assert f"ensemble {msd['ensemble_mean']:.2f} %" in readme
+    assert (f"first exit {msd['exits_mean'][0]:.2f} % against byot's "
+            f"{byot['exits_mean'][0]:.2f}") in readme
