@@ -147,7 +147,12 @@ def _load_indexes() -> None:
 
 def shipped_entries() -> list[dict]:
     """The entries of the package's own index: the checkpoints whose files ship inside
-    the package (not those registered at run time, which may also be local files)."""
+    the package (not those registered at run time, which may also be local files).
+
+    Example:
+        >>> sorted(e["name"] for e in shipped_entries() if e["builder"] == "resnet18_byot")
+        ['cifar10', 'cifar10_msd']
+    """
     return json.loads(SHIPPED_INDEX.read_text()) if SHIPPED_INDEX.exists() else []
 
 
