@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
     from benchmarks.study_cifar10 import run_command
     from byot_keras import zoo
-    from byot_keras.saving import load_model, write_text_atomically
+    from byot_keras.saving import load_model, replace_atomically, write_text_atomically
     from byot_keras.zoo import pretrained
 
     with open(os.path.join(args.run, "config.json")) as f:
@@ -98,8 +98,9 @@ def main(argv=None) -> int:
         model = zoo.create_model(args.builder, weights=candidate, **keywords)
         normalization = report["dataset"]["normalization"]
         accuracy, examples = evaluate(model, config["dataset"], args.data_dir, normalization)
-        path.parent.mkdir(exist_ok=True)
-        shutil.move(candidate, path)
+        # Renamed into place from the package's own folder: never half a file there.
+        replace_atomically(str(path), lambda temporary: shutil.copyfile(candidate, temporary),
+                           suffix=".npz")
     stored = ("" if args.stored_dtype == "float32" else
               f"; stored as {args.stored_dtype}, loaded as float32")
     entry = {
