@@ -10,9 +10,21 @@ profiler shows) and reads the host plane of the written `.xplane.pb` directly:
   gradients where the graph branches, e.g. a section output read by the next section
   and by an exit's head) and `loss and metrics` (the rest: the loss terms, metric
   updates);
+- the heads' time is also split by op type and by the kind of head layer it ran in
+  (`sep_pw`, `attention_up`, ...: the layer's name without its exit and its numbers), so
+  the ops that cost time without multiply-adds (depthwise, batch norm, the attention's
+  upsample and multiply) stand apart from the 1x1 convolutions;
 - the CPU allocator's `MemoryAllocation` / `MemoryDeallocation` events give the bytes in
   use over the step; their range (peak minus lowest) is the step's temporary memory
   (activations kept for the backward pass, gradients, scratch space).
+
+Run alone, it profiles one model's training step:
+
+    TF_NUM_INTEROP_THREADS=1 python -m benchmarks.profiling --model resnet18_byot \\
+        --method byot --batch_size 128
+
+(one inter-op thread runs the ops one at a time, so no op's time is stretched by another
+running beside it and the op times add up to the step; without it, ops overlap).
 """
 
 from __future__ import annotations
@@ -28,6 +40,9 @@ CATEGORIES = ("backbone", "heads", "gradient sums", "loss and metrics", "optimiz
 _CONTROL_OPS = {"StatefulPartitionedCall", "PartitionedCall", "While", "StatelessWhile", "If",
                 "StatelessIf", "Case"}
 _EXIT_LAYER = re.compile(r"(?:exit|feature|adaptation)_(\d+)(?:_|$)")
+# "exit_1_head_sep2_pw1_1" -> "sep2_pw1" (the trailing "_1" is the call Keras numbers).
+_HEAD_LAYER = re.compile(r"exit_\d+_head_(.+?)(?:_\d+)?$")
+HEAD_OTHER = "pooling, classifiers, adaptation layers"
 
 
 def profile_calls(run: Callable[[], None], logdir: str, *, network_name: str,
@@ -58,6 +73,8 @@ def summarize_xplane(path: str, *, network_name: str, num_exits: int) -> dict:
         space.ParseFromString(f.read())
     op_ms: collections.Counter = collections.Counter()
     by_type: collections.Counter = collections.Counter()
+    heads_by_op: collections.Counter = collections.Counter()
+    heads_by_layer: collections.Counter = collections.Counter()
     memory: dict[str, list[int]] = {}
     for plane in space.planes:
         if not plane.name.startswith("/host:"):
@@ -73,6 +90,9 @@ def summarize_xplane(path: str, *, network_name: str, num_exits: int) -> dict:
                     category = categorize(scope, network_name, num_exits, op_type)
                     op_ms[category] += self_ps / 1e9
                     by_type[(category, op_type)] += self_ps / 1e9
+                    if category == "heads":
+                        heads_by_op[op_type] += self_ps / 1e9
+                        heads_by_layer[head_layer_kind(scope, network_name)] += self_ps / 1e9
             for event in line.events:
                 if names[event.metadata_id].name not in ("MemoryAllocation",
                                                          "MemoryDeallocation"):
@@ -92,6 +112,8 @@ def summarize_xplane(path: str, *, network_name: str, num_exits: int) -> dict:
     return {
         "op_ms": {c: round(op_ms.get(c, 0.0), 2) for c in CATEGORIES},
         "top_ops": top,
+        "heads_by_op": {t: round(ms, 2) for t, ms in heads_by_op.most_common()},
+        "heads_by_layer": {k: round(ms, 2) for k, ms in heads_by_layer.most_common()},
         "memory": {
             "allocators": sorted(memory),
             "events": sum(len(v) for v in memory.values()),
@@ -138,3 +160,48 @@ def categorize(scope: str, network_name: str, num_exits: int, op_type: str = "")
     if exit_layer and int(exit_layer.group(1)) < num_exits:
         return "heads"
     return "backbone"
+
+
+def head_layer_kind(scope: str, network_name: str) -> str:
+    """The kind of head layer an op of the heads ran in: "sep_pw" for
+    "exit_1_head_sep2_pw1_1" (exit and numbers dropped); HEAD_OTHER for the exits'
+    pooling and classifiers and the loss's adaptation layers."""
+    match = re.search(re.escape(network_name) + r"(?:_\d+)?/([^/]+)/", scope)
+    head = _HEAD_LAYER.match(match.group(1)) if match else None
+    return re.sub(r"\d+", "", head.group(1)) if head else HEAD_OTHER
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Op time of one model's training step, "
+                                                 "by model part and inside the heads.")
+    parser.add_argument("--model", default="resnet18_byot")
+    parser.add_argument("--method", default="byot")
+    parser.add_argument("--width_multiplier", type=float, default=1.0)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=2, help="Profiled steps (after a "
+                        "warm-up); the figures are per step.")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1:
+        parser.error("--steps and --batch_size must be at least 1.")
+
+    from benchmarks import training_speed as speed
+
+    model = speed.build_model(args.model, args.method,
+                              width_multiplier=args.width_multiplier)
+    data = speed.in_memory_batches(args.batch_size)
+    trainee = speed.Trainee(args.method, model, iter(data), args.batch_size)
+    speed.warm_up(trainee, data)
+    speed.run_calls(trainee, 1)
+    figures = speed.profile_trainee(trainee, steps=args.steps)
+    figures.pop("memory")
+    figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    figures["inter_op_threads"] = os.environ.get("TF_NUM_INTEROP_THREADS", "default")
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -178,6 +178,8 @@ def profile_trainee(trainee: Trainee, steps: int = 1) -> dict:
     figures["op_ms"] = {k: round(v / calls_steps, 2) for k, v in figures["op_ms"].items()}
     figures["top_ops"] = [{**row, "ms": round(row["ms"] / calls_steps, 2)}
                           for row in figures["top_ops"]]
+    for key in ("heads_by_op", "heads_by_layer"):
+        figures[key] = {k: round(v / calls_steps, 2) for k, v in figures[key].items()}
     memory = figures["memory"]
     own = variable_bytes(trainee.model)
     memory["variable_bytes"] = own

@@ -66,6 +66,10 @@ def test_profile_summary_counts_self_time_per_model_part(tmp_path):
     assert summary["op_ms"] == pytest.approx({
         "backbone": 22.0, "heads": 5.0, "gradient sums": 5.0, "loss and metrics": 0.5,
         "optimizer": 2.0})
+    # Inside the heads: the depthwise op of a SepConv, and the adaptation layer's MatMul.
+    assert summary["heads_by_op"] == pytest.approx({"Depthwise": 4.0, "MatMul": 1.0})
+    assert summary["heads_by_layer"] == pytest.approx({"sep_dw": 4.0,
+                                                       profiling.HEAD_OTHER: 1.0})
     assert summary["memory"]["peak_bytes_in_use"] == 5000
     assert summary["memory"]["step_temporary_bytes"] == 5000 - 1000
 
