@@ -40,7 +40,7 @@ CATEGORIES = ("backbone", "heads", "gradient sums", "loss and metrics", "optimiz
 _CONTROL_OPS = {"StatefulPartitionedCall", "PartitionedCall", "While", "StatelessWhile", "If",
                 "StatelessIf", "Case"}
 _EXIT_LAYER = re.compile(r"(?:exit|feature|adaptation)_(\d+)(?:_|$)")
-# "exit_1_head_sep2_pw1_1" -> "sep2_pw1" (the trailing "_1" is the call Keras numbers).
+# "exit_1_head_sep2_pw1_1" -> "sep2_pw1" (the trailing "_1" numbers the layer's call).
 _HEAD_LAYER = re.compile(r"exit_\d+_head_(.+?)(?:_\d+)?$")
 HEAD_OTHER = "pooling, classifiers, adaptation layers"
 
@@ -196,7 +196,6 @@ def main(argv=None) -> int:
     speed.warm_up(trainee, data)
     speed.run_calls(trainee, 1)
     figures = speed.profile_trainee(trainee, steps=args.steps)
-    figures.pop("memory")
     figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
     figures["inter_op_threads"] = os.environ.get("TF_NUM_INTEROP_THREADS", "default")
     print(json.dumps(figures, indent=2))
