@@ -143,11 +143,18 @@ def _self_times(line, names):
             yield name, max(self_ps, 0)
 
 
+def _network_layer(scope: str, network_name: str) -> str | None:
+    """The name of the network's layer an op's scope lies in ("exit_1_head_sep1_dw1_1"),
+    or None outside the network."""
+    match = re.search(re.escape(network_name) + r"(?:_\d+)?/([^/]+)/", scope)
+    return match.group(1) if match else None
+
+
 def categorize(scope: str, network_name: str, num_exits: int, op_type: str = "") -> str:
     """The category of an op from its name scope and type (see the module docstring)."""
-    match = re.search(re.escape(network_name) + r"(?:_\d+)?/([^/]+)/", scope)
+    layer = _network_layer(scope, network_name)
     parts = scope.lower().split("/")
-    if match is None:
+    if layer is None:
         if any(p.startswith("adaptation_") for p in scope.split("/")):
             return "heads"
         if any(p in ("sgd", "adam", "adamw", "rmsprop") or p.startswith("sgd_")
@@ -156,7 +163,7 @@ def categorize(scope: str, network_name: str, num_exits: int, op_type: str = "")
         # Outside every layer: the AddN ops that sum a tensor's gradients where the
         # graph branches (grappler moves them out of the layers' scopes), or the loss.
         return "gradient sums" if op_type == "AddN" else "loss and metrics"
-    exit_layer = _EXIT_LAYER.match(match.group(1))
+    exit_layer = _EXIT_LAYER.match(layer)
     if exit_layer and int(exit_layer.group(1)) < num_exits:
         return "heads"
     return "backbone"
@@ -166,8 +173,8 @@ def head_layer_kind(scope: str, network_name: str) -> str:
     """The kind of head layer an op of the heads ran in: "sep_pw" for
     "exit_1_head_sep2_pw1_1" (exit and numbers dropped); HEAD_OTHER for the exits'
     pooling and classifiers and the loss's adaptation layers."""
-    match = re.search(re.escape(network_name) + r"(?:_\d+)?/([^/]+)/", scope)
-    head = _HEAD_LAYER.match(match.group(1)) if match else None
+    layer = _network_layer(scope, network_name)
+    head = _HEAD_LAYER.match(layer) if layer else None
     return re.sub(r"\d+", "", head.group(1)) if head else HEAD_OTHER
 
 
@@ -193,8 +200,7 @@ def main(argv=None) -> int:
                               width_multiplier=args.width_multiplier)
     data = speed.in_memory_batches(args.batch_size)
     trainee = speed.Trainee(args.method, model, iter(data), args.batch_size)
-    speed.warm_up(trainee, data)
-    speed.run_calls(trainee, 1)
+    speed.warm_up(trainee, data)  # traces, then one untimed call on the trainee's iterator
     figures = speed.profile_trainee(trainee, steps=args.steps)
     figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
     figures["inter_op_threads"] = os.environ.get("TF_NUM_INTEROP_THREADS", "default")
